@@ -1,0 +1,184 @@
+"""Gateway settings: one nested model per component, from a TOML file plus PANIC_* environment variables."""
+
+from __future__ import annotations
+
+import enum
+import os
+import socket
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from gateway.errors import ConfigError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class HttpSettings(_Section):
+    """HTTPS ingest for cellular wearables."""
+
+    host: str = "127.0.0.1"
+    #: 0 picks a free port (the demo and tests use it).
+    port: int = Field(8443, ge=0, le=65535)
+    #: Server certificate and key (from `panic-gateway pki server-cert`). Both or neither; without
+    #: them the gateway serves plain HTTP, which is only for tests behind a TLS terminator.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    #: mTLS: when true, devices must present a certificate issued by the device CA.
+    require_client_cert: bool = False
+    #: A signed frame is at most 256 bytes; anything far larger is refused unread.
+    max_body_bytes: int = Field(1024, ge=256, le=65536)
+    #: Token bucket per device id: sustained signals per second and burst.
+    device_rate_per_s: float = Field(5.0, gt=0)
+    device_burst: int = Field(20, ge=1)
+    #: Token bucket per client address (a modem pool or NAT may carry many devices).
+    address_rate_per_s: float = Field(500.0, gt=0)
+    address_burst: int = Field(2000, ge=1)
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> HttpSettings:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key must be set together")
+        if self.require_client_cert and self.tls_cert is None:
+            raise ValueError("require_client_cert needs tls_cert and tls_key")
+        return self
+
+
+class DatabaseSettings(_Section):
+    """Where incidents live: a tortoise-orm URL (sqlite://path or postgres://user@host/db)."""
+
+    url: SecretStr = SecretStr("sqlite://var/gateway.sqlite3")
+    #: Signals accepted together are committed in one transaction, up to this many.
+    max_batch: int = Field(256, ge=1, le=10_000)
+
+
+class MqttSettings(_Section):
+    """The command-center link (MQTT 3.1.1/5, QoS 1)."""
+
+    #: "embedded" runs an in-process broker on a free port (demo); otherwise a host name.
+    host: str = "127.0.0.1"
+    port: int = Field(1883, ge=0, le=65535)
+    username: str | None = None
+    password: SecretStr | None = None
+    #: TLS: CA bundle that signed the broker's certificate; client cert and key for mTLS.
+    tls: bool = False
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    topic_prefix: str = "panic/v1"
+    keepalive_s: int = Field(30, ge=5, le=3600)
+    reconnect_min_s: float = Field(0.2, gt=0)
+    reconnect_max_s: float = Field(30.0, gt=0)
+    #: PUBACKs awaited at once; pipelining is what lets one link carry thousands of alerts/s.
+    max_inflight: int = Field(256, ge=1, le=65535)
+
+    @model_validator(mode="after")
+    def _tls_files(self) -> MqttSettings:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file must be set together")
+        if (self.cert_file or self.ca_file) and not self.tls:
+            raise ValueError("ca_file/cert_file are set but tls is false")
+        if "#" in self.topic_prefix or "+" in self.topic_prefix or self.topic_prefix.endswith("/"):
+            raise ValueError("topic_prefix must not contain wildcards or end with '/'")
+        return self
+
+
+class PkiSettings(_Section):
+    """Trust anchors for devices (see certs/README.md)."""
+
+    directory: Path = Path("certs/dev")
+    #: The device CA that issues wearables' certificates (chained to the root).
+    device_ca_cert: Path | None = None
+    root_ca_cert: Path | None = None
+    crl_file: Path | None = None
+
+    def path(self, name: str, explicit: Path | None) -> Path:
+        return explicit if explicit is not None else self.directory / name
+
+
+class AuthSettings(_Section):
+    """Replay and clock rules."""
+
+    #: Out-of-order counters accepted behind the highest seen; cellular retries rarely reorder more.
+    replay_window: int = Field(64, ge=1, le=64)
+    #: A device clock further ahead than this is refused: it would poison ordering and retention.
+    max_clock_ahead_s: int = Field(300, ge=1)
+    #: A press older than this is still alerted but marked delayed.
+    delayed_after_s: int = Field(60, ge=1)
+
+
+class LogFormat(enum.StrEnum):
+    CONSOLE = "console"
+    JSON = "json"
+
+
+class LogSettings(_Section):
+    level: str = "INFO"
+    format: LogFormat = LogFormat.CONSOLE
+
+
+class GatewaySettings(BaseSettings):
+    """All of the gateway's settings. Load with `load_settings`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="PANIC_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+    _toml_file: ClassVar[Path | None] = None
+
+    #: Names this process in MQTT status topics and in outbox leases; stable across restarts.
+    gateway_id: str = Field(default_factory=socket.gethostname, pattern=r"^[A-Za-z0-9._-]{1,64}$")
+    http: HttpSettings = HttpSettings()
+    database: DatabaseSettings = DatabaseSettings()
+    mqtt: MqttSettings = MqttSettings()
+    pki: PkiSettings = PkiSettings()
+    auth: AuthSettings = AuthSettings()
+    log: LogSettings = LogSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if cls._toml_file is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=cls._toml_file))
+        return tuple(sources)
+
+
+def load_settings(path: Path | None = None, **overrides: Any) -> GatewaySettings:
+    """Read settings from a TOML file (optional) and PANIC_* variables; raise ConfigError with every problem."""
+    if path is not None and not path.is_file():
+        raise ConfigError(f"config file {path} does not exist", problems=[])
+    try:
+        GatewaySettings._toml_file = path
+        return GatewaySettings(**overrides)
+    except ValidationError as exc:
+        problems = [
+            f"{'.'.join(str(p) for p in err['loc']) or '(top)'}: {err['msg']}" for err in exc.errors()
+        ]
+        raise ConfigError(f"{path or 'settings'}: {len(problems)} problem(s)", problems=problems) from None
+    except (OSError, ValueError) as exc:  # TOML syntax errors surface as ValueError
+        raise ConfigError(f"{path}: {exc}", problems=[str(exc)]) from None
+    finally:
+        GatewaySettings._toml_file = None
+
+
+def env_or(name: str, default: str) -> str:
+    """A PANIC_* variable or a default (for tools that run before settings exist)."""
+    return os.environ.get(name, default)

@@ -1,0 +1,40 @@
+"""Errors of the gateway.
+
+GatewayError                 base of everything the gateway raises on purpose
+ +-- ConfigError             settings file or environment invalid (.problems: list of "field: message")
+ +-- PkiError                a CA, key, certificate, CSR or CRL cannot be created, read or trusted
+ +-- RegistryError           device registry operation refused (.device_id)
+ +-- StoreUnavailable        the database cannot be reached now; callers answer 503 and the device retries
+
+Bad input on the hot path is not an exception: it is a gateway.rejection.Rejection value.
+"""
+
+from __future__ import annotations
+
+
+class GatewayError(Exception):
+    """Base of all gateway errors."""
+
+
+class ConfigError(GatewayError):
+    """Settings invalid; `problems` lists each as 'field: message'."""
+
+    def __init__(self, message: str, problems: list[str]) -> None:
+        super().__init__(message)
+        self.problems = problems
+
+
+class PkiError(GatewayError):
+    """A PKI object cannot be created, read or trusted."""
+
+
+class RegistryError(GatewayError):
+    """A device registry operation was refused."""
+
+    def __init__(self, message: str, device_id: str) -> None:
+        super().__init__(message)
+        self.device_id = device_id
+
+
+class StoreUnavailable(GatewayError):
+    """The database is unreachable; the signal was not accepted and the device must retry."""
