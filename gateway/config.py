@@ -169,9 +169,7 @@ def load_settings(path: Path | None = None, **overrides: Any) -> GatewaySettings
         GatewaySettings._toml_file = path
         return GatewaySettings(**overrides)
     except ValidationError as exc:
-        problems = [
-            f"{'.'.join(str(p) for p in err['loc']) or '(top)'}: {err['msg']}" for err in exc.errors()
-        ]
+        problems = [f"{'.'.join(str(p) for p in err['loc']) or '(top)'}: {err['msg']}" for err in exc.errors()]
         raise ConfigError(f"{path or 'settings'}: {len(problems)} problem(s)", problems=problems) from None
     except (OSError, ValueError) as exc:  # TOML syntax errors surface as ValueError
         raise ConfigError(f"{path}: {exc}", problems=[str(exc)]) from None

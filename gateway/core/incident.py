@@ -27,8 +27,12 @@ class AlertState(enum.StrEnum):
 
 #: Allowed transitions; anything else is refused (an ack after a cancel does not reopen it).
 TRANSITIONS: dict[AlertState, frozenset[AlertState]] = {
-    AlertState.RAISED: frozenset({AlertState.NOTIFYING, AlertState.ACKNOWLEDGED, AlertState.CANCELLED, AlertState.RESOLVED, AlertState.EXHAUSTED}),
-    AlertState.NOTIFYING: frozenset({AlertState.ACKNOWLEDGED, AlertState.CANCELLED, AlertState.RESOLVED, AlertState.EXHAUSTED}),
+    AlertState.RAISED: frozenset(
+        {AlertState.NOTIFYING, AlertState.ACKNOWLEDGED, AlertState.CANCELLED, AlertState.RESOLVED, AlertState.EXHAUSTED}
+    ),
+    AlertState.NOTIFYING: frozenset(
+        {AlertState.ACKNOWLEDGED, AlertState.CANCELLED, AlertState.RESOLVED, AlertState.EXHAUSTED}
+    ),
     AlertState.EXHAUSTED: frozenset({AlertState.ACKNOWLEDGED, AlertState.CANCELLED, AlertState.RESOLVED}),
     AlertState.ACKNOWLEDGED: frozenset({AlertState.RESOLVED, AlertState.CANCELLED}),
     AlertState.RESOLVED: frozenset(),

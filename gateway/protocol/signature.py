@@ -48,9 +48,13 @@ def sign_frame(frame: AlertFrame, key: ec.EllipticCurvePrivateKey) -> bytes:
 def parse_signed_frame(data: bytes) -> SignedFrame | Rejection:
     """Split and decode a signed frame. Never raises: bad input comes back as a Rejection."""
     if len(data) > const.MAX_SIGNED_FRAME_SIZE:
-        return Rejection(RejectReason.MALFORMED, f"signed frame is {len(data)} bytes, more than {const.MAX_SIGNED_FRAME_SIZE}")
+        return Rejection(
+            RejectReason.MALFORMED, f"signed frame is {len(data)} bytes, more than {const.MAX_SIGNED_FRAME_SIZE}"
+        )
     if len(data) < const.HEADER_SIZE + 1 + const.SIGNATURE_SIZE:
-        return Rejection(RejectReason.MALFORMED, f"signed frame is {len(data)} bytes, too short for a frame and a signature")
+        return Rejection(
+            RejectReason.MALFORMED, f"signed frame is {len(data)} bytes, too short for a frame and a signature"
+        )
     frame_bytes = data[: -const.SIGNATURE_SIZE]
     decoded = decode_frame(frame_bytes)
     if isinstance(decoded, Rejection):
