@@ -27,8 +27,8 @@ class SignedFrame:
     frame: the decoded frame.
     frame_bytes: the exact bytes that were signed (without the context prefix).
     signature: 64 bytes, r || s.
-    digest: SHA-256 of frame_bytes + signature, identifying this exact transmission
-        (a retry of the same frame has the same digest; a replay with a new signature does not).
+    digest: SHA-256 of frame_bytes: names the frame whatever its signature, so a retry of the
+        same frame (even re-signed; ECDSA signatures are randomised) is recognised as the same.
     """
 
     frame: AlertFrame
@@ -63,7 +63,7 @@ def parse_signed_frame(data: bytes) -> SignedFrame | Rejection:
         frame=decoded,
         frame_bytes=frame_bytes,
         signature=data[-const.SIGNATURE_SIZE :],
-        digest=hashlib.sha256(data).digest(),
+        digest=hashlib.sha256(frame_bytes).digest(),
     )
 
 

@@ -1,0 +1,183 @@
+"""Composition root: builds the gateway from settings and runs it until cancelled."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Final
+
+import structlog
+from tortoise.exceptions import BaseORMException
+
+from gateway.commandcenter import CommandCenterLink, EmbeddedBroker, payloads, topics
+from gateway.commandcenter.payloads import Acknowledgement
+from gateway.config import GatewaySettings, MqttSettings
+from gateway.core.authenticate import AuthRules
+from gateway.errors import StoreUnavailable
+from gateway.escalation.outbox import OutboxPublisher
+from gateway.identity.trust import load_device_trust
+from gateway.ingest.http import HttpIngest, IngestDeps, server_ssl_context
+from gateway.ingest.pipeline import SignalPipeline
+from gateway.observability import Metrics
+from gateway.store.db import open_database
+from gateway.store.incidents import AckResult, IncidentStore, OutboxItem
+from gateway.store.models import Device
+from gateway.store.registry import DeviceDirectory
+
+log = structlog.get_logger(__name__)
+
+#: An outbox row claimed by a gateway that stops renewing it is taken over after this long.
+OUTBOX_LEASE: Final = timedelta(seconds=30)
+#: Revocations made with the CLI reach the running gateway's cache within this many seconds
+#: (the commit transaction re-checks the database, so this only bounds wasted work).
+DIRECTORY_REFRESH_S: Final = 2.0
+#: Commit queue bound in batches: beyond it devices are told to come back (bounded latency, not a growing queue).
+QUEUE_BATCHES: Final = 4
+
+EMBEDDED: Final = "embedded"
+
+
+@dataclass(frozen=True, slots=True)
+class RunningGateway:
+    """Handles of a running gateway (for the demo, tests and the benchmark)."""
+
+    settings: GatewaySettings
+    http_url: str
+    mqtt_host: str
+    mqtt_port: int
+    store: IncidentStore
+    publisher: OutboxPublisher
+    link: CommandCenterLink
+    metrics: Metrics
+
+
+@asynccontextmanager
+async def running_gateway(settings: GatewaySettings) -> AsyncIterator[RunningGateway]:
+    """Start every component in dependency order; stop them in reverse on exit."""
+    async with AsyncExitStack() as stack:
+        mqtt = settings.mqtt
+        if mqtt.host == EMBEDDED:
+            broker = await stack.enter_async_context(EmbeddedBroker(port=mqtt.port))
+            mqtt = replace_mqtt(mqtt, host="127.0.0.1", port=broker.port)
+        metrics = Metrics()
+        await stack.enter_async_context(open_database(settings.database.url.get_secret_value()))
+        trust = load_device_trust(settings.pki)
+        directory = DeviceDirectory(trust)
+        store = IncidentStore(
+            gateway_id=settings.gateway_id, replay_window=settings.auth.replay_window, outbox_lease=OUTBOX_LEASE
+        )
+        prefix = mqtt.topic_prefix
+        publisher_ref: list[OutboxPublisher] = []
+
+        async def on_ack(ack: Acknowledgement) -> None:
+            try:
+                outcome = await store.acknowledge(ack.alert_id, ack.operator, ack.note or "", datetime.now(UTC))
+            except StoreUnavailable as exc:
+                metrics.acks.labels("mqtt", "store-unavailable").inc()
+                log.error("acknowledgement not stored", alert_id=ack.alert_id, error=str(exc))
+                return
+            metrics.acks.labels("mqtt", outcome.result.value).inc()
+            log.info("acknowledgement", alert_id=ack.alert_id, operator=ack.operator, result=outcome.result.value)
+            if outcome.result is AckResult.ACKNOWLEDGED and publisher_ref:
+                publisher_ref[0].enqueue(outcome.outbox)
+
+        async def on_connected() -> None:
+            metrics.mqtt_connected.set(1)
+            views = await store.open_incidents()
+            if publisher_ref and views:
+                await publisher_ref[0].republish([(v.alert_id, v.revision, payloads.state_payload(v)) for v in views])
+                log.info("republished open alerts", count=len(views))
+
+        link = await stack.enter_async_context(
+            CommandCenterLink(mqtt, gateway_id=settings.gateway_id, on_ack=on_ack, on_connected=on_connected)
+        )
+
+        def topic_for(item: OutboxItem) -> str:
+            if item.kind == "state":
+                return topics.alert_state_topic(prefix, item.alert_id)
+            return topics.alert_events_topic(prefix, item.alert_id)
+
+        publisher = await stack.enter_async_context(
+            OutboxPublisher(store, link, topic_for, metrics, max_inflight=mqtt.max_inflight, lease=OUTBOX_LEASE)
+        )
+        publisher_ref.append(publisher)
+        pipeline = await stack.enter_async_context(
+            SignalPipeline(
+                store,
+                publisher.enqueue,
+                metrics,
+                max_batch=settings.database.max_batch,
+                max_queue=settings.database.max_batch * QUEUE_BATCHES,
+            )
+        )
+
+        async def ready() -> dict[str, bool]:
+            try:
+                await Device.exists()
+                database = True
+            except (BaseORMException, OSError):
+                database = False
+            return {"database": database, "mqtt": link.is_connected}
+
+        ca_bundle = _device_ca_bundle(settings) if settings.http.require_client_cert else []
+        deps = IngestDeps(
+            settings=settings.http,
+            directory=directory,
+            pipeline=pipeline,
+            rules=AuthRules(
+                max_clock_ahead=timedelta(seconds=settings.auth.max_clock_ahead_s),
+                delayed_after=timedelta(seconds=settings.auth.delayed_after_s),
+            ),
+            metrics=metrics,
+            ready=ready,
+        )
+        server = await stack.enter_async_context(HttpIngest(deps, server_ssl_context(settings.http, ca_bundle)))
+        refresher = asyncio.create_task(_refresh_directory(directory), name="directory-refresh")
+        stack.push_async_callback(_cancel, refresher)
+        log.info("gateway running", gateway_id=settings.gateway_id, http=server.url, mqtt=f"{mqtt.host}:{mqtt.port}")
+        yield RunningGateway(settings, server.url, mqtt.host, mqtt.port, store, publisher, link, metrics)
+        log.info("gateway stopping", gateway_id=settings.gateway_id)
+
+
+def _device_ca_bundle(settings: GatewaySettings) -> list[str]:
+    """PEMs a device's TLS client certificate must chain to (mTLS)."""
+    pki = settings.pki
+    paths = [pki.path("device-ca.crt", pki.device_ca_cert), pki.path("root-ca.crt", pki.root_ca_cert)]
+    return [p.read_text() for p in paths]
+
+
+def replace_mqtt(mqtt: MqttSettings, **changes: object) -> MqttSettings:
+    return mqtt.model_copy(update=changes)
+
+
+async def _refresh_directory(directory: DeviceDirectory) -> None:
+    while True:
+        await asyncio.sleep(DIRECTORY_REFRESH_S)
+        await directory.refresh()
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def run(settings: GatewaySettings) -> None:
+    """Run until SIGINT or SIGTERM, then stop cleanly."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with running_gateway(settings) as gw:
+        print(
+            f"panic-gateway {settings.gateway_id}: HTTPS {gw.http_url}  MQTT {gw.mqtt_host}:{gw.mqtt_port}", flush=True
+        )
+        await stop.wait()
+
+
+__all__ = ["RunningGateway", "run", "running_gateway"]

@@ -1,0 +1,202 @@
+"""Delivers outbox messages to the command center: at least once, in order per alert, pipelined across alerts."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from types import TracebackType
+from typing import Final, Protocol, Self
+
+import structlog
+
+from gateway.errors import GatewayError
+from gateway.observability import Metrics
+from gateway.store.incidents import IncidentStore, OutboxItem
+
+log = structlog.get_logger(__name__)
+
+#: Delivered keys are written back in one UPDATE at most this often (delivery is not the latency path).
+FLUSH_INTERVAL_S: Final = 0.05
+#: How often rows whose lease expired (another gateway died, or this one restarted) are looked for.
+SWEEP_INTERVAL_S: Final = 2.0
+#: Rows claimed per sweep: bounded so a long outage's backlog streams instead of loading at once.
+SWEEP_LIMIT: Final = 2000
+#: How long to wait before retrying after a failed publish that was not a lost connection.
+RETRY_DELAY_S: Final = 0.5
+
+
+class Link(Protocol):
+    """What the publisher needs of the command-center link."""
+
+    async def publish(self, topic: str, payload: bytes, *, retain: bool) -> None: ...
+
+    async def wait_connected(self) -> None: ...
+
+
+class OutboxPublisher:
+    """Publishes outbox items; marks them delivered in the database; resumes others' abandoned rows."""
+
+    def __init__(
+        self,
+        store: IncidentStore,
+        link: Link,
+        topic_for: Callable[[OutboxItem], str],
+        metrics: Metrics,
+        *,
+        max_inflight: int,
+        lease: timedelta,
+    ) -> None:
+        self._store = store
+        self._link = link
+        self._topic_for = topic_for
+        self._metrics = metrics
+        self._lease = lease
+        self._queues: dict[str, deque[tuple[OutboxItem, float]]] = {}
+        self._held: set[str] = set()
+        self._delivered: list[str] = []
+        self._published_revision: dict[str, int] = {}
+        self._inflight = asyncio.Semaphore(max_inflight)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._background: list[asyncio.Task[None]] = []
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    async def __aenter__(self) -> Self:
+        self._background = [
+            asyncio.create_task(self._flush_loop(), name="outbox-flush"),
+            asyncio.create_task(self._sweep_loop(), name="outbox-sweep"),
+        ]
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        for task in [*self._background, *self._tasks]:
+            task.cancel()
+        await asyncio.gather(*self._background, *self._tasks, return_exceptions=True)
+        # Unrecorded deliveries only cause a harmless republish after restart.
+        with contextlib.suppress(Exception):
+            await self._flush()
+
+    @property
+    def held(self) -> int:
+        """Messages in memory not yet acknowledged by the broker."""
+        return len(self._held)
+
+    async def wait_idle(self) -> None:
+        """Wait until everything handed over so far has been published (tests, clean shutdown)."""
+        await self._idle.wait()
+
+    def enqueue(self, items: Sequence[OutboxItem]) -> None:
+        """Take committed items (from the group commit, an ack, or a sweep); ignore ones already held."""
+        now = time.perf_counter()
+        for item in items:
+            if item.key in self._held:
+                continue
+            self._held.add(item.key)
+            queue = self._queues.get(item.alert_id)
+            if queue is None:
+                queue = self._queues[item.alert_id] = deque()
+                task = asyncio.create_task(self._drain(item.alert_id, queue), name=f"outbox-{item.alert_id}")
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+            queue.append((item, now))
+        self._idle.clear() if self._held else self._idle.set()
+        self._metrics.outbox_held.set(len(self._held))
+
+    async def republish(self, views_states: Sequence[tuple[str, int, bytes]]) -> None:
+        """After a (re)connect: publish the retained state of every open alert (alert_id, revision, payload).
+
+        A broker restarted after SIGKILL may have lost retained messages it had acknowledged.
+        """
+
+        async def one(alert_id: str, revision: int, payload: bytes) -> None:
+            async with self._inflight:
+                await self._link.publish(self._state_topic(alert_id), payload, retain=True)
+            self._published_revision[alert_id] = max(revision, self._published_revision.get(alert_id, 0))
+            self._metrics.republished.inc()
+
+        await asyncio.gather(*(one(*v) for v in views_states))
+
+    def _state_topic(self, alert_id: str) -> str:
+        return self._topic_for(
+            OutboxItem(key="", kind="state", alert_id=alert_id, payload=b"", retain=True, revision=0)
+        )
+
+    async def _drain(self, alert_id: str, queue: deque[tuple[OutboxItem, float]]) -> None:
+        """Publish one alert's messages strictly in order; other alerts proceed in parallel."""
+        try:
+            while queue:
+                item, enqueued = queue[0]
+                stale = item.kind == "state" and item.revision <= self._published_revision.get(alert_id, 0)
+                if not stale:
+                    await self._publish_until_acked(item)
+                    self._metrics.publish_latency.observe(time.perf_counter() - enqueued)
+                    self._metrics.published.labels(item.kind).inc()
+                    if item.kind == "state":
+                        self._published_revision[alert_id] = item.revision
+                queue.popleft()
+                self._held.discard(item.key)
+                self._delivered.append(item.key)
+        finally:
+            if self._queues.get(alert_id) is queue:
+                del self._queues[alert_id]
+            self._metrics.outbox_held.set(len(self._held))
+            if not self._held:
+                self._idle.set()
+
+    async def _publish_until_acked(self, item: OutboxItem) -> None:
+        topic = self._topic_for(item)
+        while True:
+            try:
+                async with self._inflight:
+                    await self._link.publish(topic, item.payload, retain=item.retain)
+                return
+            except GatewayError as exc:  # LinkDown and friends: wait for the link, then again
+                self._metrics.publish_failures.inc()
+                log.debug("publish deferred", alert_id=item.alert_id, error=str(exc))
+                await self._link.wait_connected()
+                await asyncio.sleep(RETRY_DELAY_S * 0.01)
+
+    async def _flush(self) -> None:
+        if not self._delivered:
+            return
+        keys, self._delivered = self._delivered, []
+        try:
+            await self._store.mark_delivered(keys, datetime.now(UTC))
+        except Exception:
+            self._delivered.extend(keys)
+            raise
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await asyncio.sleep(FLUSH_INTERVAL_S)
+            try:
+                await self._flush()
+            except Exception as exc:  # database down: keep the keys, try again
+                self._metrics.store_errors.labels("outbox-flush").inc()
+                log.warning("could not record deliveries", error=str(exc), pending=len(self._delivered))
+                await asyncio.sleep(SWEEP_INTERVAL_S)
+
+    async def _sweep_loop(self) -> None:
+        """Claim rows nobody is delivering: this gateway's own from before a crash, and expired leases.
+
+        Own rows already in memory are skipped by `enqueue`; the limit streams a long backlog in slices.
+        """
+        while True:
+            try:
+                now = datetime.now(UTC)
+                items = await self._store.claim_outbox(now=now, limit=SWEEP_LIMIT, include_own=True)
+                fresh = [i for i in items if i.key not in self._held]
+                if fresh:
+                    log.info("resuming undelivered outbox messages", count=len(fresh))
+                    self.enqueue(fresh)
+                await self._store.extend_leases(now)
+            except Exception as exc:
+                self._metrics.store_errors.labels("outbox-sweep").inc()
+                log.warning("outbox sweep failed", error=str(exc))
+            await asyncio.sleep(SWEEP_INTERVAL_S)

@@ -1,0 +1,427 @@
+"""Incident store: commits authenticated signals, incidents, their event log and outbox in one transaction."""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final
+
+from tortoise.exceptions import BaseORMException
+from tortoise.expressions import Q
+from tortoise.transactions import in_transaction
+
+from gateway.commandcenter import payloads
+from gateway.core.authenticate import AuthenticatedSignal
+from gateway.core.incident import AlertState, IncidentView, can_transition
+from gateway.core.replay import CounterVerdict, ReplayWindow
+from gateway.errors import StoreUnavailable
+from gateway.protocol import EventType, GpsFix
+from gateway.rejection import Rejection, RejectReason
+from gateway.store.models import Device, Incident, IncidentEvent, OutboxMessage, Signal
+
+#: Namespace of incident ids: uuid5(INCIDENT_NAMESPACE, "<device_id>:<counter>") (docs/PROTOCOL.md).
+INCIDENT_NAMESPACE: Final = uuid.UUID("6f6b1c1e-6a0e-4f43-9d0d-2f8f4c3c2a10")
+
+_OPEN_STATES: Final = [s.value for s in AlertState if s.is_open]
+
+
+def incident_id_for(device_id: str, counter: int) -> str:
+    """The deterministic incident id of a press: retries and racing gateways agree on it."""
+    return str(uuid.uuid5(INCIDENT_NAMESPACE, f"{device_id}:{counter}"))
+
+
+class Outcome(enum.StrEnum):
+    ACCEPTED = "accepted"
+    DUPLICATE = "duplicate"
+    REJECTED = "rejected"
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxItem:
+    """A committed outbox row, handed to the publisher without a database round trip."""
+
+    key: str
+    kind: str
+    alert_id: str
+    payload: bytes
+    retain: bool
+    revision: int
+
+
+@dataclass(frozen=True, slots=True)
+class SignalOutcome:
+    """What became of one signal. incident_id is None for heartbeats and cancels with nothing open."""
+
+    outcome: Outcome
+    incident_id: str | None = None
+    rejection: Rejection | None = None
+    outbox: tuple[OutboxItem, ...] = ()
+
+
+class AckResult(enum.StrEnum):
+    ACKNOWLEDGED = "acknowledged"
+    ALREADY = "already-acknowledged"
+    NOT_FOUND = "not-found"
+    REFUSED = "refused"
+
+
+@dataclass(frozen=True, slots=True)
+class AckOutcome:
+    result: AckResult
+    state: AlertState | None = None
+    outbox: tuple[OutboxItem, ...] = ()
+
+
+def view_of(incident: Incident, wearer: str, site: str) -> IncidentView:
+    """The command-center view of an incident row."""
+    gps = None
+    if incident.lat is not None and incident.lon is not None:
+        gps = GpsFix(incident.lat, incident.lon, incident.accuracy_m or 0, incident.fix_age_s or 0)
+    return IncidentView(
+        alert_id=incident.id,
+        revision=incident.revision,
+        state=AlertState(incident.state),
+        event=EventType[incident.event.upper()],
+        device_id=incident.device_id,
+        wearer=wearer,
+        site=site,
+        counter=incident.counter,
+        device_time=incident.device_time,
+        received_at=incident.received_at,
+        delayed=incident.delayed,
+        test=incident.test,
+        battery=incident.battery,
+        gps=gps,
+        transport=incident.transport,
+        acknowledged_by=incident.acknowledged_by,
+        acknowledged_at=incident.acknowledged_at,
+        updated_at=incident.updated_at,
+    )
+
+
+@dataclass
+class _Batch:
+    """Rows a batch will insert, and the outbox items that belong to each signal."""
+
+    signals: list[Signal] = field(default_factory=list)
+    incidents: list[Incident] = field(default_factory=list)
+    events: list[IncidentEvent] = field(default_factory=list)
+    outbox: list[tuple[int, OutboxMessage]] = field(default_factory=list)
+    incident_updates: dict[str, Incident] = field(default_factory=dict)
+
+    def change(self, index: int, incident: Incident, device: Device, kind: str, at: datetime, **detail: Any) -> None:
+        """Record an incident change: an event in its log, then its new state and the event on the outbox."""
+        event_id = f"{incident.id}:{incident.revision}:{kind}"
+        self.events.append(
+            IncidentEvent(
+                incident_id=incident.id, event_id=event_id, revision=incident.revision, type=kind, at=at, detail=detail
+            )
+        )
+        view = view_of(incident, device.wearer, device.site)
+        self.outbox.append(
+            (
+                index,
+                OutboxMessage(
+                    key=f"{incident.id}:state:{incident.revision}",
+                    channel="mqtt",
+                    alert_id=incident.id,
+                    kind="state",
+                    payload=payloads.state_payload(view),
+                    retain=True,
+                    revision=incident.revision,
+                    created_at=at,
+                ),
+            )
+        )
+        self.outbox.append(
+            (
+                index,
+                OutboxMessage(
+                    key=event_id,
+                    channel="mqtt",
+                    alert_id=incident.id,
+                    kind="event",
+                    payload=payloads.event_payload(
+                        event_id=event_id,
+                        alert_id=incident.id,
+                        revision=incident.revision,
+                        event_type=kind,
+                        at=at,
+                        detail=detail,
+                    ),
+                    retain=False,
+                    revision=incident.revision,
+                    created_at=at,
+                ),
+            )
+        )
+
+
+class IncidentStore:
+    """Transactions over incidents. Every method raises StoreUnavailable when the database fails."""
+
+    def __init__(self, *, gateway_id: str, replay_window: int, outbox_lease: timedelta) -> None:
+        self._gateway_id = gateway_id
+        self._window = replay_window
+        self._lease = outbox_lease
+
+    async def commit_signals(self, batch: Sequence[AuthenticatedSignal]) -> list[SignalOutcome]:
+        """Decide replays and commit a batch of signals with their incidents, events and outbox rows.
+
+        One transaction for the whole batch (group commit). Device rows are locked in id order, so
+        several gateways on one PostgreSQL never interleave on a device and never deadlock.
+        """
+        try:
+            return await self._commit_signals(batch)
+        except (BaseORMException, OSError) as exc:
+            raise StoreUnavailable(f"database error: {exc}") from exc
+
+    async def _commit_signals(self, batch: Sequence[AuthenticatedSignal]) -> list[SignalOutcome]:
+        outcomes: list[SignalOutcome | None] = [None] * len(batch)
+        rows = _Batch()
+        device_ids = sorted({s.device.device_id for s in batch})
+        async with in_transaction() as conn:
+            devices = {
+                d.device_id: d
+                for d in await Device.filter(device_id__in=device_ids)
+                .order_by("device_id")
+                .select_for_update()
+                .using_db(conn)
+            }
+            windows = {d.device_id: ReplayWindow(d.counter_high, d.counter_mask) for d in devices.values()}
+            in_batch: dict[tuple[str, int], Signal] = {}
+            open_by_device: dict[str, Incident | None] = {}
+            for index, sig in enumerate(batch):
+                frame = sig.signed.frame
+                device = devices.get(frame.device_id)
+                if device is None:
+                    outcomes[index] = _reject(RejectReason.UNKNOWN_DEVICE, "device was removed from the registry")
+                    continue
+                if device.revoked_at is not None:
+                    outcomes[index] = _reject(RejectReason.REVOKED, f"device {device.device_id!r} is revoked")
+                    continue
+                verdict = windows[device.device_id].check(frame.counter, self._window)
+                if verdict is not CounterVerdict.FRESH:
+                    outcomes[index] = await self._seen_before(sig, verdict, in_batch, conn)
+                    continue
+                windows[device.device_id] = windows[device.device_id].accept(frame.counter, self._window)
+                signal = Signal(
+                    device_id=device.device_id,
+                    counter=frame.counter,
+                    event=frame.event.name.lower(),
+                    frame_digest=sig.signed.digest.hex(),
+                    frame=sig.signed.frame_bytes,
+                    transport=sig.transport,
+                    device_time=sig.device_time,
+                    received_at=sig.received_at,
+                )
+                in_batch[(device.device_id, frame.counter)] = signal
+                rows.signals.append(signal)
+                _note_device(device, sig)
+                if frame.event.raises_incident:
+                    incident = _new_incident(sig)
+                    rows.incidents.append(incident)
+                    open_by_device[device.device_id] = incident
+                    signal.incident_id = incident.id
+                    rows.change(
+                        index, incident, device, "raised", sig.received_at, transport=sig.transport, delayed=sig.delayed
+                    )
+                elif frame.event is EventType.CANCEL:
+                    if device.device_id not in open_by_device:
+                        open_by_device[device.device_id] = await _latest_open(device.device_id, conn)
+                    cancelled = open_by_device[device.device_id]
+                    if cancelled is not None:
+                        incident = cancelled
+                        incident.state = AlertState.CANCELLED.value
+                        incident.revision += 1
+                        incident.updated_at = sig.received_at
+                        if incident not in rows.incidents:
+                            rows.incident_updates[incident.id] = incident
+                        open_by_device[device.device_id] = None
+                        signal.incident_id = incident.id
+                        rows.change(index, incident, device, "cancelled", sig.received_at, by="wearer")
+                outcomes[index] = SignalOutcome(Outcome.ACCEPTED, signal.incident_id)
+            for device in devices.values():
+                w = windows[device.device_id]
+                device.counter_high, device.counter_mask = w.high, w.mask
+            await self._write(rows, list(devices.values()), conn)
+        by_index: dict[int, list[OutboxItem]] = {}
+        for index, msg in rows.outbox:
+            by_index.setdefault(index, []).append(_item(msg))
+        return [
+            SignalOutcome(o.outcome, o.incident_id, o.rejection, tuple(by_index.get(i, ())))
+            for i, o in enumerate(outcomes)
+            if o is not None
+        ]
+
+    async def _seen_before(
+        self, sig: AuthenticatedSignal, verdict: CounterVerdict, in_batch: dict[tuple[str, int], Signal], conn: Any
+    ) -> SignalOutcome:
+        """A used or too-old counter: the same frame again is a retry, anything else a replay."""
+        frame = sig.signed.frame
+        previous = in_batch.get((frame.device_id, frame.counter)) or await Signal.get_or_none(
+            device_id=frame.device_id, counter=frame.counter, using_db=conn
+        )
+        if previous is not None and previous.frame_digest == sig.signed.digest.hex():
+            return SignalOutcome(Outcome.DUPLICATE, previous.incident_id)
+        why = "was already used by another frame" if verdict is CounterVerdict.SEEN else "is behind the replay window"
+        return _reject(RejectReason.REPLAYED, f"counter {frame.counter} {why}")
+
+    async def _write(self, rows: _Batch, devices: list[Device], conn: Any) -> None:
+        now = datetime.now(UTC)
+        if rows.incidents:
+            await Incident.bulk_create(rows.incidents, using_db=conn)
+        for incident in rows.incident_updates.values():
+            await incident.save(using_db=conn, update_fields=["state", "revision", "updated_at"])
+        if rows.signals:
+            await Signal.bulk_create(rows.signals, using_db=conn)
+        if rows.events:
+            await IncidentEvent.bulk_create(rows.events, using_db=conn)
+        if rows.outbox:
+            # Claimed by this gateway at birth: it publishes them from memory; the lease lets another take over.
+            for _, msg in rows.outbox:
+                msg.claimed_by = self._gateway_id
+                msg.claimed_until = now + self._lease
+            await OutboxMessage.bulk_create([m for _, m in rows.outbox], using_db=conn)
+        if devices:
+            await Device.bulk_update(
+                devices, fields=["counter_high", "counter_mask", "last_seen_at", "battery", "updated_at"], using_db=conn
+            )
+
+    async def acknowledge(self, alert_id: str, operator: str, note: str, now: datetime) -> AckOutcome:
+        """First acknowledgement wins; repeats are no-ops; closed incidents refuse."""
+        try:
+            async with in_transaction() as conn:
+                incident = await Incident.filter(id=alert_id).select_for_update().using_db(conn).first()
+                if incident is None:
+                    return AckOutcome(AckResult.NOT_FOUND)
+                state = AlertState(incident.state)
+                if state is AlertState.ACKNOWLEDGED:
+                    return AckOutcome(AckResult.ALREADY, state)
+                if not can_transition(state, AlertState.ACKNOWLEDGED):
+                    return AckOutcome(AckResult.REFUSED, state)
+                device = await Device.get(device_id=incident.device_id, using_db=conn)
+                incident.state = AlertState.ACKNOWLEDGED.value
+                incident.revision += 1
+                incident.acknowledged_by = operator
+                incident.acknowledged_at = now
+                incident.updated_at = now
+                await incident.save(
+                    using_db=conn,
+                    update_fields=["state", "revision", "acknowledged_by", "acknowledged_at", "updated_at"],
+                )
+                rows = _Batch()
+                rows.change(0, incident, device, "acknowledged", now, operator=operator, note=note)
+                await IncidentEvent.bulk_create(rows.events, using_db=conn)
+                for _, msg in rows.outbox:
+                    msg.claimed_by = self._gateway_id
+                    msg.claimed_until = now + self._lease
+                await OutboxMessage.bulk_create([m for _, m in rows.outbox], using_db=conn)
+        except (BaseORMException, OSError) as exc:
+            raise StoreUnavailable(f"database error: {exc}") from exc
+        return AckOutcome(AckResult.ACKNOWLEDGED, AlertState.ACKNOWLEDGED, tuple(_item(m) for _, m in rows.outbox))
+
+    async def open_incidents(self) -> list[IncidentView]:
+        """Every open incident's current view (republished as retained state after each reconnect)."""
+        try:
+            incidents = await Incident.filter(state__in=_OPEN_STATES).order_by("received_at").prefetch_related("device")
+        except (BaseORMException, OSError) as exc:
+            raise StoreUnavailable(f"database error: {exc}") from exc
+        return [view_of(i, i.device.wearer, i.device.site) for i in incidents]
+
+    async def get_incident(self, alert_id: str) -> IncidentView | None:
+        incident = await Incident.filter(id=alert_id).prefetch_related("device").first()
+        return None if incident is None else view_of(incident, incident.device.wearer, incident.device.site)
+
+    async def incident_events(self, alert_id: str) -> list[IncidentEvent]:
+        return await IncidentEvent.filter(incident_id=alert_id).order_by("id")
+
+    # --- outbox -------------------------------------------------------------------------------
+
+    async def claim_outbox(self, *, now: datetime, limit: int, include_own: bool) -> list[OutboxItem]:
+        """Claim pending rows whose lease expired (or, at start-up, this gateway's own), oldest first."""
+        try:
+            async with in_transaction() as conn:
+                claimable = Q(claimed_until__lt=now)
+                if include_own:
+                    claimable |= Q(claimed_by=self._gateway_id)
+                query = OutboxMessage.filter(claimable, status="pending")
+                rows = await query.order_by("id").limit(limit).select_for_update(skip_locked=True).using_db(conn)
+                if rows:
+                    await (
+                        OutboxMessage.filter(id__in=[r.id for r in rows])
+                        .using_db(conn)
+                        .update(claimed_by=self._gateway_id, claimed_until=now + self._lease)
+                    )
+        except (BaseORMException, OSError) as exc:
+            raise StoreUnavailable(f"database error: {exc}") from exc
+        return [_item(r) for r in rows]
+
+    async def extend_leases(self, now: datetime) -> None:
+        """Keep the rows this gateway still holds in memory (broker down) from being taken over."""
+        await OutboxMessage.filter(status="pending", claimed_by=self._gateway_id).update(
+            claimed_until=now + self._lease
+        )
+
+    async def mark_delivered(self, keys: Iterable[str], now: datetime) -> None:
+        """Record deliveries by idempotency key (one UPDATE for many)."""
+        keys = list(keys)
+        if keys:
+            await OutboxMessage.filter(key__in=keys).update(status="done", delivered_at=now)
+
+    async def pending_outbox(self) -> int:
+        return await OutboxMessage.filter(status="pending").count()
+
+
+def _reject(reason: RejectReason, detail: str) -> SignalOutcome:
+    return SignalOutcome(Outcome.REJECTED, rejection=Rejection(reason, detail))
+
+
+def _note_device(device: Device, sig: AuthenticatedSignal) -> None:
+    frame = sig.signed.frame
+    if device.last_seen_at is None or sig.received_at >= device.last_seen_at:
+        device.last_seen_at = sig.received_at
+        if frame.battery is not None:
+            device.battery = frame.battery
+    device.updated_at = sig.received_at
+
+
+def _new_incident(sig: AuthenticatedSignal) -> Incident:
+    frame = sig.signed.frame
+    gps = frame.gps
+    return Incident(
+        id=incident_id_for(frame.device_id, frame.counter),
+        device_id=frame.device_id,
+        counter=frame.counter,
+        event=frame.event.name.lower(),
+        state=AlertState.RAISED.value,
+        revision=1,
+        device_time=sig.device_time,
+        received_at=sig.received_at,
+        delayed=sig.delayed,
+        test=frame.event is EventType.TEST,
+        battery=frame.battery,
+        lat=gps.lat if gps else None,
+        lon=gps.lon if gps else None,
+        accuracy_m=gps.accuracy_m if gps else None,
+        fix_age_s=gps.fix_age_s if gps else None,
+        transport=sig.transport,
+        updated_at=sig.received_at,
+    )
+
+
+async def _latest_open(device_id: str, conn: Any) -> Incident | None:
+    return (
+        await Incident.filter(device_id=device_id, state__in=_OPEN_STATES)
+        .order_by("-received_at")
+        .select_for_update()
+        .using_db(conn)
+        .first()
+    )
+
+
+def _item(msg: OutboxMessage) -> OutboxItem:
+    return OutboxItem(msg.key, msg.kind, msg.alert_id, bytes(msg.payload), msg.retain, msg.revision)

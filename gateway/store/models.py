@@ -1,0 +1,150 @@
+"""Tortoise models: devices, signals, incidents with their append-only event log, and the outbox."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tortoise import fields
+from tortoise.models import Model
+
+
+class Device(Model):
+    """A registered wearable: who wears it, its certificate, and its replay window."""
+
+    device_id = fields.CharField(primary_key=True, max_length=32)
+    wearer = fields.CharField(max_length=128)
+    site = fields.CharField(max_length=64, default="")
+    phone = fields.CharField(max_length=32, default="")
+    cert_pem = fields.TextField()
+    cert_fingerprint = fields.CharField(max_length=64, unique=True)
+    cert_serial = fields.CharField(max_length=64)
+    not_before = fields.DatetimeField()
+    not_after = fields.DatetimeField()
+    revoked_at = fields.DatetimeField(null=True)
+    revoked_reason = fields.CharField(max_length=128, null=True)
+    # Highest counter accepted, -1 before the first signal.
+    counter_high = fields.BigIntField(default=-1)
+    # Bit i set = counter (counter_high - i) was accepted; at most 63 bits so it fits a signed BIGINT.
+    counter_mask = fields.BigIntField(default=0)
+    last_seen_at = fields.DatetimeField(null=True)
+    battery = fields.SmallIntField(null=True)
+    created_at = fields.DatetimeField()
+    updated_at = fields.DatetimeField()
+
+    class Meta:
+        table = "devices"
+
+
+class Revocation(Model):
+    """Deny list: a revoked certificate stays denied even if its device is re-registered."""
+
+    id = fields.BigIntField(primary_key=True)
+    cert_serial = fields.CharField(max_length=64)
+    cert_fingerprint = fields.CharField(max_length=64, unique=True)
+    device_id = fields.CharField(max_length=32, db_index=True)
+    revoked_at = fields.DatetimeField()
+    reason = fields.CharField(max_length=128, null=True)
+
+    class Meta:
+        table = "revocations"
+
+
+class Incident(Model):
+    """One press that needs a person. Its id is derived from (device, counter), so retries name it again."""
+
+    id = fields.CharField(primary_key=True, max_length=36)
+    device: fields.ForeignKeyRelation[Device] = fields.ForeignKeyField(
+        "models.Device", related_name="incidents", on_delete=fields.RESTRICT
+    )
+    counter = fields.BigIntField()
+    event = fields.CharField(max_length=16)
+    state = fields.CharField(max_length=16, db_index=True)
+    revision = fields.IntField(default=1)
+    device_time = fields.DatetimeField()
+    received_at = fields.DatetimeField()
+    delayed = fields.BooleanField(default=False)
+    test = fields.BooleanField(default=False)
+    battery = fields.SmallIntField(null=True)
+    lat = fields.FloatField(null=True)
+    lon = fields.FloatField(null=True)
+    accuracy_m = fields.IntField(null=True)
+    fix_age_s = fields.IntField(null=True)
+    transport = fields.CharField(max_length=16)
+    acknowledged_by = fields.CharField(max_length=64, null=True)
+    acknowledged_at = fields.DatetimeField(null=True)
+    updated_at = fields.DatetimeField()
+
+    device_id: str
+
+    class Meta:
+        table = "incidents"
+        unique_together = (("device", "counter"),)
+
+
+class IncidentEvent(Model):
+    """Append-only log of what happened to an incident, never updated or deleted."""
+
+    id = fields.BigIntField(primary_key=True)
+    incident: fields.ForeignKeyRelation[Incident] = fields.ForeignKeyField(
+        "models.Incident", related_name="events", on_delete=fields.RESTRICT
+    )
+    event_id = fields.CharField(max_length=64, unique=True)
+    revision = fields.IntField()
+    type = fields.CharField(max_length=32)
+    at = fields.DatetimeField()
+    detail: dict[str, Any] = fields.JSONField(default=dict)
+
+    incident_id: str
+
+    class Meta:
+        table = "incident_events"
+
+
+class Signal(Model):
+    """Every accepted signal, unique per (device, counter): the authority on replays and retries."""
+
+    id = fields.BigIntField(primary_key=True)
+    device: fields.ForeignKeyRelation[Device] = fields.ForeignKeyField(
+        "models.Device", related_name="signals", on_delete=fields.RESTRICT
+    )
+    counter = fields.BigIntField()
+    event = fields.CharField(max_length=16)
+    # SHA-256 of the frame bytes: the same frame retried (even re-signed) has the same digest.
+    frame_digest = fields.CharField(max_length=64)
+    frame = fields.BinaryField()
+    transport = fields.CharField(max_length=16)
+    device_time = fields.DatetimeField()
+    received_at = fields.DatetimeField()
+    incident_id = fields.CharField(max_length=36, null=True)
+
+    device_id: str
+
+    class Meta:
+        table = "signals"
+        unique_together = (("device", "counter"),)
+
+
+class OutboxMessage(Model):
+    """A side effect to perform at least once (MQTT publish now, SMS and calls later)."""
+
+    id = fields.BigIntField(primary_key=True)
+    # Idempotency key, unique: the consumer-visible event id or "<alert>:state:<revision>".
+    key = fields.CharField(max_length=96, unique=True)
+    channel = fields.CharField(max_length=16)
+    alert_id = fields.CharField(max_length=36, db_index=True)
+    # What to do: "state" (retained alert state) or "event" (alert event stream).
+    kind = fields.CharField(max_length=16)
+    payload = fields.BinaryField()
+    retain = fields.BooleanField(default=False)
+    # For state messages: the incident revision, so an older state never overwrites a newer one.
+    revision = fields.IntField(default=0)
+    status = fields.CharField(max_length=12, default="pending")
+    attempts = fields.IntField(default=0)
+    claimed_by = fields.CharField(max_length=64, null=True)
+    claimed_until = fields.DatetimeField(null=True)
+    created_at = fields.DatetimeField()
+    delivered_at = fields.DatetimeField(null=True)
+
+    class Meta:
+        table = "outbox"
+        indexes = (("status", "claimed_until"),)
