@@ -16,7 +16,7 @@ from tortoise.exceptions import BaseORMException
 
 from gateway.commandcenter import CommandCenterLink, EmbeddedBroker, payloads, topics
 from gateway.commandcenter.payloads import Acknowledgement
-from gateway.config import GatewaySettings, MqttSettings
+from gateway.config import GatewaySettings
 from gateway.core.authenticate import AuthRules
 from gateway.errors import StoreUnavailable
 from gateway.escalation.outbox import OutboxPublisher
@@ -63,7 +63,7 @@ async def running_gateway(settings: GatewaySettings) -> AsyncIterator[RunningGat
         mqtt = settings.mqtt
         if mqtt.host == EMBEDDED:
             broker = await stack.enter_async_context(EmbeddedBroker(port=mqtt.port))
-            mqtt = replace_mqtt(mqtt, host="127.0.0.1", port=broker.port)
+            mqtt = broker.settings_for(mqtt)
         metrics = Metrics()
         await stack.enter_async_context(open_database(settings.database.url.get_secret_value()))
         trust = load_device_trust(settings.pki)
@@ -149,10 +149,6 @@ def _device_ca_bundle(settings: GatewaySettings) -> list[str]:
     pki = settings.pki
     paths = [pki.path("device-ca.crt", pki.device_ca_cert), pki.path("root-ca.crt", pki.root_ca_cert)]
     return [p.read_text() for p in paths]
-
-
-def replace_mqtt(mqtt: MqttSettings, **changes: object) -> MqttSettings:
-    return mqtt.model_copy(update=changes)
 
 
 async def _refresh_directory(directory: DeviceDirectory) -> None:

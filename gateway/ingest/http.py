@@ -136,7 +136,7 @@ async def post_signal(request: web.Request) -> web.Response:
     deps.metrics.ingest_latency.labels(TRANSPORT).observe(time.perf_counter() - started)
     if outcome.outcome is Outcome.ACCEPTED and parsed.frame.event.raises_incident:
         log.info(
-            "alert accepted", device_id=device_id, alert_id=outcome.incident_id, event=event, delayed=verdict.delayed
+            "alert accepted", device_id=device_id, alert_id=outcome.incident_id, kind=event, delayed=verdict.delayed
         )
     return web.json_response(
         {
