@@ -126,14 +126,20 @@ def cmd_devices_show(args: argparse.Namespace) -> int:
 
 
 def cmd_devices_revoke(args: argparse.Namespace) -> int:
-    from gateway.identity.pki import PkiLayout, revoke_serial
+    from gateway.errors import PkiError
+    from gateway.identity.pki import PkiLayout, parse_reason, revoke_serial
 
     async def action(registry: DeviceRegistry, settings: GatewaySettings) -> int:
         now = datetime.now(UTC)
         r = await registry.revoke(args.device_id, args.reason, now)
         crl = ""
         if (settings.pki.directory / "device-ca.key").exists():
-            revoke_serial(PkiLayout(settings.pki.directory), int(r.cert_serial, 16), now, args.reason)
+            # The CRL takes only RFC 5280 reason names; free text stays in the deny list.
+            try:
+                crl_reason: str | None = parse_reason(args.reason).name
+            except PkiError:
+                crl_reason = None
+            revoke_serial(PkiLayout(settings.pki.directory), int(r.cert_serial, 16), now, crl_reason)
             crl = f"; CRL updated in {settings.pki.directory}"
         print(f"revoked {r.device_id}: denied from now on{crl}")
         return 0

@@ -109,7 +109,8 @@ class AuthSettings(_Section):
     """Replay and clock rules."""
 
     #: Out-of-order counters accepted behind the highest seen; cellular retries rarely reorder more.
-    replay_window: int = Field(64, ge=1, le=64)
+    #: At most 63: the window is a 63-bit mask in a signed BIGINT column.
+    replay_window: int = Field(63, ge=1, le=63)
     #: A device clock further ahead than this is refused: it would poison ordering and retention.
     max_clock_ahead_s: int = Field(300, ge=1)
     #: A press older than this is still alerted but marked delayed.

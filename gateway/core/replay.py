@@ -34,6 +34,7 @@ class ReplayWindow:
 
     def check(self, counter: int, window: int) -> CounterVerdict:
         """Classify `counter`; `window` counters behind `high` are tolerated out of order."""
+        window = min(window, MAX_WINDOW)
         if counter > self.high:
             return CounterVerdict.FRESH
         behind = self.high - counter

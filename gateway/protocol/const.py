@@ -8,7 +8,8 @@ FRAME_VERSION: Final = 1
 #: Fixed header: version, event, flags, battery, counter(u32), timestamp_ms(i64), id length.
 HEADER_SIZE: Final = 17
 
-#: Device ids are certificate CNs; 32 bytes keeps a signed frame inside one SMS (docs/PROTOCOL.md).
+#: Device ids are certificate CNs. A signed frame fits one SMS in base64 with a 32-byte id and no GPS,
+#: or with GPS up to a 25-byte id (size table in docs/PROTOCOL.md).
 MAX_DEVICE_ID_LEN: Final = 32
 
 #: Upper bound on a frame: header + id + extensions. Anything larger is garbage, not a frame.

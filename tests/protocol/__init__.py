@@ -1,0 +1,1 @@
+"""Tests of wire protocol v1: codecs, signatures, and the vectors of docs/PROTOCOL.md."""

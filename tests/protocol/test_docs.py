@@ -1,0 +1,162 @@
+"""docs/PROTOCOL.md and docs/openapi.yaml agree with the code: constants, event types, reasons, statuses."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Final
+
+import pytest
+
+from gateway.protocol import EventType, Flags, const
+from gateway.rejection import HTTP_STATUS, RejectReason
+
+DOCS: Final = Path(__file__).resolve().parents[2] / "docs"
+PROTOCOL: Final = (DOCS / "PROTOCOL.md").read_text(encoding="utf-8")
+
+#: Problem reasons that are not signal rejections: HTTP layer and gateway errors, with their status.
+OTHER_PROBLEMS: Final = {
+    "store-unavailable": 503,
+    "oversized": 413,
+    "unsupported-media-type": 415,
+    "internal-error": 500,
+}
+
+
+def section(title_prefix: str) -> str:
+    """The text of one '## ' or '### ' section of PROTOCOL.md, up to the next heading of any level."""
+    match = re.search(rf"^#+ {re.escape(title_prefix)}.*?$(.*?)(?=^#+ )", PROTOCOL, re.MULTILINE | re.DOTALL)
+    assert match is not None, f"no section {title_prefix!r}"
+    return match.group(1)
+
+
+def table_rows(text: str) -> list[list[str]]:
+    rows = []
+    for line in text.splitlines():
+        if line.startswith("|") and not line.startswith("| ---"):
+            rows.append([cell.strip() for cell in line.strip().strip("|").split("|")])
+    return rows[1:]  # without the header row
+
+
+def test_event_table_matches_event_type() -> None:
+    rows = table_rows(section("3.1 Event types"))
+    documented = {int(value.strip("`"), 16): (name.strip("`"), opens) for value, name, _, opens in rows}
+    assert set(documented) == {int(e) for e in EventType}
+    for event in EventType:
+        name, opens = documented[int(event)]
+        assert name == event.name.lower()
+        assert opens.startswith("yes") == event.raises_incident
+
+
+def test_flag_table_matches_flags() -> None:
+    rows = table_rows(section("3.2 Flags"))
+    masks = {mask.strip("`"): name.strip("`") for _, mask, name, _ in rows}
+    for flag in (Flags.RETRANSMISSION, Flags.SILENT):
+        assert masks[f"0x{int(flag):02x}"] == flag.name
+    reserved = int(next(m for m, n in masks.items() if n == "reserved"), 16)
+    assert reserved == 0xFF & ~int(Flags.RETRANSMISSION | Flags.SILENT)
+
+
+def test_reason_tables_match_http_status() -> None:
+    rows = table_rows(section("10.3 Errors"))
+    documented: dict[str, int] = {}
+    for reason_cell, status_cell, *_ in rows:
+        reasons = re.findall(r"`([a-z-]+)`", reason_cell)
+        statuses = [int(s) for s in re.findall(r"\d{3}", status_cell)]
+        if len(statuses) == 1:
+            statuses *= len(reasons)
+        documented.update(zip(reasons, statuses, strict=True))
+    assert {r: documented[r.value] for r in RejectReason} == HTTP_STATUS
+    for reason, status in OTHER_PROBLEMS.items():
+        assert documented[reason] == status
+
+
+def test_layout_and_constants_are_stated() -> None:
+    layout = table_rows(section("2. Frame layout"))
+    offsets = {row[3].strip("`"): (row[0], row[1]) for row in layout}
+    assert offsets["version"] == ("0", "1")
+    assert offsets["counter"] == ("4", "4")
+    assert offsets["timestamp_ms"] == ("8", "8")
+    assert offsets["id_len"] == ("16", "1")
+    assert offsets["device_id"][0] == str(const.HEADER_SIZE)
+    assert f"always {const.HEADER_SIZE} bytes" in PROTOCOL
+    assert f"at most {const.MAX_FRAME_SIZE} bytes" in PROTOCOL
+    assert f"1..{const.MAX_DEVICE_ID_LEN} bytes" in PROTOCOL
+    assert f"82..{const.MAX_SIGNED_FRAME_SIZE} bytes" in PROTOCOL
+    assert const.SIGNATURE_CONTEXT.hex() in PROTOCOL
+    assert const.MEDIA_TYPE in PROTOCOL
+    gps = table_rows(section("4.1 GPS fix"))
+    assert [(row[0], row[1]) for row in gps] == [("0", "4"), ("4", "4"), ("8", "2"), ("10", "2")]
+    assert f"`0x{const.TLV_GPS:02x}` | GPS fix | {const.GPS_TLV_SIZE} |" in PROTOCOL
+    assert f"`0x{const.TLV_OPTIONAL_FROM:02X}`..`0xFF` are *optional*" in PROTOCOL
+
+
+# --- openapi.yaml -------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def openapi() -> dict[str, Any]:
+    yaml = pytest.importorskip("yaml")
+    spec: dict[str, Any] = yaml.safe_load((DOCS / "openapi.yaml").read_text(encoding="utf-8"))
+    return spec
+
+
+def resolve(spec: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
+    """Follow local $refs ('#/components/...') to the node they name."""
+    while "$ref" in node:
+        ref = node["$ref"]
+        assert ref.startswith("#/"), ref
+        target: Any = spec
+        for part in ref[2:].split("/"):
+            target = target[part]
+        node = target
+    return node
+
+
+def all_refs(node: Any) -> list[str]:
+    if isinstance(node, dict):
+        return [v for k, v in node.items() if k == "$ref"] + [r for v in node.values() for r in all_refs(v)]
+    if isinstance(node, list):
+        return [r for v in node for r in all_refs(v)]
+    return []
+
+
+def test_openapi_is_3_1_and_every_ref_resolves(openapi: dict[str, Any]) -> None:
+    assert str(openapi["openapi"]).startswith("3.1")
+    assert set(openapi["paths"]) == {"/v1/signals", "/healthz", "/readyz", "/metrics"}
+    for ref in all_refs(openapi):
+        resolve(openapi, {"$ref": ref})
+
+
+def test_openapi_signals_statuses_match_the_protocol(openapi: dict[str, Any]) -> None:
+    post = openapi["paths"]["/v1/signals"]["post"]
+    assert list(post["requestBody"]["content"]) == [const.MEDIA_TYPE]
+    statuses = {int(code) for code in post["responses"]}
+    assert statuses >= {202, 413, 415, *HTTP_STATUS.values(), *OTHER_PROBLEMS.values()}
+    for code, response in post["responses"].items():
+        response = resolve(openapi, response)
+        media = "application/json" if code == "202" else "application/problem+json"
+        assert media in response["content"], code
+        if code in ("429", "503"):
+            assert resolve(openapi, response["headers"]["Retry-After"])["schema"]["type"] == "integer"
+
+
+def test_openapi_schemas_match_the_code(openapi: dict[str, Any]) -> None:
+    schemas = openapi["components"]["schemas"]
+    assert set(schemas["Reason"]["enum"]) >= {r.value for r in RejectReason} | set(OTHER_PROBLEMS)
+    assert schemas["EventName"]["enum"] == [e.name.lower() for e in EventType]
+    assert set(schemas["Accepted"]["required"]) == {"incident_id", "status", "delayed", "event"}
+    assert schemas["Accepted"]["properties"]["status"]["enum"] == ["accepted", "duplicate"]
+    assert set(schemas["Problem"]["required"]) >= {"type", "title", "status", "reason"}
+    assert set(schemas["Readiness"]["properties"]["checks"]["required"]) == {"database", "mqtt"}
+
+
+def test_annotated_example_is_the_panic_gps_vector() -> None:
+    block = re.search(r"```\n(.*?)```", section("Annotated example"), re.DOTALL)
+    assert block is not None
+    hex_columns = [re.split(r"\s{2,}", line.strip(), maxsplit=1)[0] for line in block.group(1).splitlines()]
+    annotated = "".join(column.replace(" ", "") for column in hex_columns)
+    vector = re.search(r"^name: panic-gps$.*?^frame: ([0-9a-f]+)$", PROTOCOL, re.MULTILINE | re.DOTALL)
+    assert vector is not None
+    assert annotated == vector.group(1)
+    assert f"{len(annotated) // 2} bytes:" in section("Annotated example")
