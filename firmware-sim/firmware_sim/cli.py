@@ -1,0 +1,287 @@
+"""The `panic-sim` command: enrol virtual wearables, press their buttons, inject faults, drive a fleet."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+from cryptography import x509
+from rich.console import Console
+
+from firmware_sim import const
+from firmware_sim.errors import SimError
+from firmware_sim.faults import FaultKind, make_fault, send_fault
+from firmware_sim.fleet import Fleet, fleet_uplinks, run_scenario
+from firmware_sim.scenario import load_scenario
+from firmware_sim.transport import HttpUplink, UplinkResult
+from firmware_sim.wearable import Issuer, VirtualWearable, enroll
+from gateway.errors import GatewayError
+from gateway.protocol import EventType, GpsFix
+
+#: Exit codes: the gateway accepted (or, for a fault, answered as expected); it did not, or the command failed;
+#: the command line was wrong (argparse's own code).
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+#: Interrupted by Ctrl-C (128 + SIGINT, as shells report it).
+EXIT_INTERRUPTED = 130
+
+_SIGNALS: dict[str, Callable[[VirtualWearable, argparse.Namespace], bytes]] = {
+    "press": lambda w, args: w.press(EventType[args.event.upper().replace("-", "_")], silent=args.silent),
+    "cancel": lambda w, args: w.cancel(),
+    "heartbeat": lambda w, args: w.heartbeat(),
+    "test": lambda w, args: w.test(),
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; returns the exit code (errors are one line on stderr, never a traceback)."""
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+        command: Callable[[argparse.Namespace], int] = args.func
+        return command(args)
+    except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    except KeyboardInterrupt:
+        print("panic-sim: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except (SimError, GatewayError, ValueError) as exc:
+        print(f"panic-sim: error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except OSError as exc:
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"panic-sim: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def describe(result: UplinkResult) -> str:
+    """One line saying what the gateway answered, as a wearable's display would."""
+    if result.accepted:
+        delayed = ", delayed" if result.delayed else ""
+        event = EventType.__members__.get((result.event or "").upper().replace("-", "_"))
+        if result.incident_id is not None and event is not None and event.raises_incident:
+            return f"alert received: incident {result.incident_id} ({result.status}{delayed})"
+        incident = f"incident {result.incident_id}, " if result.incident_id is not None else ""
+        return f"{result.event or 'signal'} received ({incident}{result.status}{delayed})"
+    if result.final:
+        what = result.reason or "refused"
+        code = f" ({result.status_code})" if result.status_code is not None else ""
+        return f"refused: {what}{code}: {result.detail}"
+    return f"no answer: gave up after {result.attempts} attempt(s) in {result.latency_s:.1f} s: {result.label}: " + (
+        result.detail
+    )
+
+
+# --- commands ---------------------------------------------------------------------------------------------------
+
+
+def _enroll(args: argparse.Namespace) -> int:
+    wearable = enroll(args.dir, args.device_id, _device_ca_issuer(args.ca_dir, args.days))
+    cert = wearable.certificate
+    print(
+        f"enrolled {wearable.device_id} in {args.dir}: serial {cert.serial_number:#x}, "
+        f"valid until {cert.not_valid_after_utc:%Y-%m-%d}"
+    )
+    return EXIT_OK
+
+
+def _signal(args: argparse.Namespace) -> int:
+    wearable = VirtualWearable.load(args.device_dir, battery=args.battery, gps=args.gps)
+    signed = _SIGNALS[args.command](wearable, args)
+    result = asyncio.run(_send_one(args, wearable, signed))
+    print(describe(result))
+    return EXIT_OK if result.accepted else EXIT_FAILED
+
+
+async def _send_one(args: argparse.Namespace, wearable: VirtualWearable, signed: bytes) -> UplinkResult:
+    async with _uplink(args, wearable) as uplink:
+        return await uplink.send(signed, args.deadline)
+
+
+def _fault(args: argparse.Namespace) -> int:
+    wearable = VirtualWearable.load(args.device_dir, battery=args.battery, gps=args.gps)
+    fault = make_fault(FaultKind(args.kind), wearable, event=EventType[args.event.upper().replace("-", "_")])
+
+    async def run() -> int:
+        async with _uplink(args, wearable) as uplink:
+            outcome = await send_fault(uplink, fault, args.deadline)
+        for index, result in enumerate(outcome.prelude, 1):
+            if not result.accepted:
+                print(f"fault {fault.kind}: prelude signal {index} was not accepted: {describe(result)}")
+        verdict = "as expected" if fault.expected.matches(outcome.result) else f"expected {fault.expected}"
+        print(f"fault {fault.kind}: {verdict}: {describe(outcome.result)}")
+        return EXIT_OK if outcome.ok else EXIT_FAILED
+
+    return asyncio.run(run())
+
+
+def _fleet(args: argparse.Namespace) -> int:
+    scenario = load_scenario(args.scenario)
+    issue = _device_ca_issuer(args.ca_dir, args.days) if args.ca_dir is not None else None
+    fleet = Fleet.open(args.dir, scenario.device_ids(), issue=issue)
+    if fleet.enrolled:
+        print(f"enrolled {len(fleet.enrolled)} new device(s) in {args.dir}", file=sys.stderr)
+    if args.enroll_only:
+        for wearable in fleet.wearables:
+            print(wearable.client_certificate.cert_file)
+        return EXIT_OK
+    if args.url is None:
+        print("panic-sim fleet: error: --url is required unless --enroll-only is given", file=sys.stderr)
+        return EXIT_USAGE
+
+    async def run() -> bool:
+        async with fleet_uplinks(
+            args.url, fleet, ca_file=args.ca, mtls=args.mtls, keep_alive=scenario.keep_alive
+        ) as uplink_for:
+            report = await run_scenario(scenario, fleet, uplink_for)
+        report.render(Console(highlight=False))
+        return report.ok
+
+    return EXIT_OK if asyncio.run(run()) else EXIT_FAILED
+
+
+def _uplink(args: argparse.Namespace, wearable: VirtualWearable) -> HttpUplink:
+    return HttpUplink(
+        args.url,
+        ca_file=args.ca,
+        client_cert=wearable.client_certificate if args.mtls else None,
+        keep_alive=False,  # one signal: a modem opens one connection for it
+    )
+
+
+def _device_ca_issuer(ca_dir: Path, valid_days: int | None) -> Issuer:
+    """Issue with the gateway's device CA in `ca_dir` (imported here: only enrolment needs the gateway's PKI)."""
+    from gateway.identity.pki import PkiLayout, issue_device_certificate, load_device_ca
+
+    ca = load_device_ca(PkiLayout(ca_dir))
+
+    def issuer(csr: x509.CertificateSigningRequest) -> x509.Certificate:
+        if valid_days is None:
+            return issue_device_certificate(ca, csr, now=datetime.now(UTC))
+        return issue_device_certificate(ca, csr, valid_days, datetime.now(UTC))
+
+    return issuer
+
+
+# --- arguments --------------------------------------------------------------------------------------------------
+
+
+def _gps(text: str) -> GpsFix:
+    try:
+        lat, lon, accuracy = (part.strip() for part in text.split(","))
+        fix = GpsFix(float(lat), float(lon), int(accuracy))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not LAT,LON,ACCURACY_M (e.g. 48.8584,2.2945,10)") from None
+    if not (-90 <= fix.lat <= 90 and -180 <= fix.lon <= 180 and 0 <= fix.accuracy_m <= 0xFFFF):
+        raise argparse.ArgumentTypeError(f"{text!r}: latitude -90..90, longitude -180..180, accuracy 0..65535 m")
+    return fix
+
+
+def _battery(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 100:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a battery level 0..100")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of seconds")
+    return value
+
+
+def _event_name(event: EventType) -> str:
+    return event.name.lower().replace("_", "-")
+
+
+def _gateway_options(parser: argparse.ArgumentParser, *, url_required: bool = True) -> None:
+    parser.add_argument("--url", required=url_required, help="the gateway's base URL, e.g. https://localhost:8443")
+    parser.add_argument("--ca", type=Path, metavar="FILE", help="CA bundle the gateway's certificate chains to")
+    parser.add_argument("--mtls", action="store_true", help="present the device certificate (mutual TLS)")
+
+
+def _device_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device-dir", type=Path, required=True, metavar="DIR", help="the enrolled device")
+    _gateway_options(parser)
+    parser.add_argument("--gps", type=_gps, metavar="LAT,LON,ACC", help="GPS fix to include (accuracy in m)")
+    parser.add_argument(
+        "--battery", type=_battery, default=const.DEFAULT_BATTERY_PERCENT, metavar="PCT", help="battery level 0..100"
+    )
+    parser.add_argument(
+        "--deadline",
+        type=_seconds,
+        default=const.DEFAULT_DEADLINE_S,
+        metavar="S",
+        help=f"retry until this many seconds have passed (default {const.DEFAULT_DEADLINE_S:g})",
+    )
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="panic-sim", description="Virtual panic-alert wearables.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    events = [_event_name(e) for e in EventType]
+
+    enroll_cmd = commands.add_parser("enroll", help="create a device: key, CSR, certificate from the device CA")
+    enroll_cmd.add_argument("device_id", metavar="DEVICE_ID", help="1-32 chars of [A-Za-z0-9._-]")
+    enroll_cmd.add_argument("--dir", type=Path, required=True, help="the device's directory (created)")
+    enroll_cmd.add_argument("--ca-dir", type=Path, required=True, metavar="CERTS_DIR", help="the gateway's PKI")
+    enroll_cmd.add_argument("--days", type=int, metavar="N", help="certificate validity (default: the CA's)")
+    enroll_cmd.set_defaults(func=_enroll)
+
+    helps = {
+        "press": "press the panic button",
+        "cancel": "cancel the alarm",
+        "heartbeat": "send a heartbeat",
+        "test": "send a test alarm",
+    }
+    for name, help_text in helps.items():
+        signal = commands.add_parser(name, help=help_text)
+        _device_options(signal)
+        if name == "press":
+            signal.add_argument("--event", choices=events, default="panic", help="what the press reports")
+            signal.add_argument("--silent", action="store_true", help="silent alarm (no buzzer on the wearable)")
+        signal.set_defaults(func=_signal)
+
+    fault = commands.add_parser("fault", help="send a fault and check the gateway's answer")
+    fault.add_argument("kind", choices=[str(k) for k in FaultKind], metavar="KIND", help=", ".join(FaultKind))
+    _device_options(fault)
+    fault.add_argument("--event", choices=events, default="heartbeat", help="event the faulty frames carry")
+    fault.set_defaults(func=_fault)
+
+    fleet = commands.add_parser("fleet", help="run a scenario with a fleet of wearables")
+    fleet.add_argument("--scenario", type=Path, required=True, metavar="FILE", help="scenario TOML")
+    fleet.add_argument("--dir", type=Path, required=True, help="fleet directory: one sub-directory per device")
+    _gateway_options(fleet, url_required=False)
+    fleet.add_argument("--ca-dir", type=Path, metavar="CERTS_DIR", help="the gateway's PKI, to enrol missing devices")
+    fleet.add_argument("--days", type=int, metavar="N", help="certificate validity of new devices")
+    fleet.add_argument(
+        "--enroll-only", action="store_true", help="enrol missing devices, print their certificate files, send nothing"
+    )
+    fleet.set_defaults(func=_fleet)
+
+    demo = commands.add_parser(
+        "demo", help="gateway on embedded defaults + simulated wearables + live command-center view"
+    )
+    demo.add_argument("--workdir", type=Path, default=Path("var/demo"), help="database and device state (wiped)")
+    demo.add_argument("--certs", type=Path, default=Path("certs/dev"), help="development PKI (made once, kept)")
+    demo.add_argument("--seed", type=int, default=None, help="make the presses reproducible")
+    demo.set_defaults(func=_demo)
+    return parser
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from firmware_sim.demo import main as demo_main
+
+    return demo_main(args.workdir, args.certs, args.seed)
