@@ -13,11 +13,15 @@ import structlog
 from gateway.core.authenticate import AuthenticatedSignal
 from gateway.errors import GatewayError, StoreUnavailable
 from gateway.observability import Metrics
+from gateway.protocol import EventType
 from gateway.store.incidents import IncidentStore, OutboxItem, SignalOutcome
 
 log = structlog.get_logger(__name__)
 
-#: Past this many waiting signals heartbeats are shed first (a heartbeat is worthless late, a panic is not).
+#: A signal that would wait longer than this for its commit is refused with 503 + Retry-After instead:
+#: a device retrying in a second beats an unbounded queue that makes every answer late.
+MAX_QUEUE_WAIT_S: Final = 0.1
+#: Heartbeats are shed at this share of the limits: a heartbeat is worthless late, a panic is not.
 SHED_HEARTBEATS_AT: Final = 0.5
 
 
@@ -48,6 +52,7 @@ class SignalPipeline:
         self._max_queue = max_queue
         self._queue: asyncio.Queue[tuple[AuthenticatedSignal, asyncio.Future[SignalOutcome]]] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
+        # Moving average of one commit's duration, for the queue-wait estimate.
         self._commit_seconds = 0.005
 
     async def __aenter__(self) -> Self:
@@ -68,15 +73,24 @@ class SignalPipeline:
     async def submit(self, signal: AuthenticatedSignal) -> SignalOutcome:
         """Store one signal. Raises Overloaded (queue full) or StoreUnavailable (database down)."""
         depth = self._queue.qsize()
-        urgent = signal.signed.frame.event.raises_incident or signal.signed.frame.event.name == "CANCEL"
-        limit = self._max_queue if urgent else int(self._max_queue * SHED_HEARTBEATS_AT)
-        if depth >= limit:
-            # Roughly how long the backlog takes to clear: tells the device when to come back.
-            raise Overloaded(retry_after=max(1.0, depth / self._max_batch * self._commit_seconds))
+        event = signal.signed.frame.event
+        share = 1.0 if event.raises_incident or event is EventType.CANCEL else SHED_HEARTBEATS_AT
+        wait = self.expected_wait(depth)
+        if depth >= self._max_queue * share or wait > MAX_QUEUE_WAIT_S * share:
+            raise Overloaded(retry_after=max(1.0, wait))
         fut: asyncio.Future[SignalOutcome] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait((signal, fut))
         self._metrics.queue_depth.set(depth + 1)
         return await asyncio.shield(fut)
+
+    def expected_wait(self, depth: int) -> float:
+        """Seconds a signal queued behind `depth` others waits before its own commit starts.
+
+        Only full batches ahead count: anything less goes out with the next commit, so a short queue is
+        never refused whatever one commit costs. Under overload batches are full, and the moving average
+        of commit durations is theirs.
+        """
+        return (depth // self._max_batch) * self._commit_seconds
 
     async def _run(self) -> None:
         while True:

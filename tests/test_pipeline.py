@@ -1,0 +1,59 @@
+"""The group commit: bounded queue, heartbeats shed before panics, batches committed together."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from gateway.core.authenticate import AuthenticatedSignal, AuthRules, DeviceCredentials, authenticate
+from gateway.identity.pki import PkiLayout
+from gateway.ingest.pipeline import Overloaded, SignalPipeline
+from gateway.observability import Metrics
+from gateway.protocol import EventType, SignedFrame, parse_signed_frame
+from gateway.store.db import open_database
+from gateway.store.incidents import IncidentStore, OutboxItem, Outcome
+from tests.conftest import Wearable, enroll
+
+RULES = AuthRules(max_clock_ahead=timedelta(seconds=300), delayed_after=timedelta(seconds=60))
+
+
+def authenticated(w: Wearable, creds: DeviceCredentials, event: EventType) -> AuthenticatedSignal:
+    parsed = parse_signed_frame(w.frame(event))
+    assert isinstance(parsed, SignedFrame)
+    result = authenticate(parsed, creds, transport="https", now=datetime.now(UTC), rules=RULES)
+    assert isinstance(result, AuthenticatedSignal)
+    return result
+
+
+async def test_heartbeats_are_shed_first_and_panics_still_get_in(pki: PkiLayout, db_url: str) -> None:
+    from gateway.identity.trust import load_device_trust
+    from gateway.store.registry import DeviceDirectory
+
+    async with open_database(db_url):
+        w = await enroll(pki)
+        creds = await DeviceDirectory(load_device_trust(pki)).get(w.device_id, datetime.now(UTC))
+        assert creds is not None
+        store = IncidentStore(gateway_id="t", replay_window=63, outbox_lease=timedelta(seconds=30))
+        delivered: list[OutboxItem] = []
+        pipeline = SignalPipeline(store, delivered.extend, Metrics(), max_batch=4, max_queue=8)
+        # Not entered yet: nothing commits, so the queue fills deterministically.
+        heartbeats = [
+            asyncio.ensure_future(pipeline.submit(authenticated(w, creds, EventType.HEARTBEAT))) for _ in range(4)
+        ]
+        await asyncio.sleep(0)
+        with pytest.raises(Overloaded) as shed:
+            await pipeline.submit(authenticated(w, creds, EventType.HEARTBEAT))
+        assert shed.value.retry_after >= 1
+        panics = [asyncio.ensure_future(pipeline.submit(authenticated(w, creds, EventType.PANIC))) for _ in range(4)]
+        await asyncio.sleep(0)
+        with pytest.raises(Overloaded):
+            await pipeline.submit(authenticated(w, creds, EventType.PANIC))
+        async with pipeline:
+            outcomes = await asyncio.gather(*heartbeats, *panics)
+        assert [o.outcome for o in outcomes] == [Outcome.ACCEPTED] * 8
+        assert all(o.incident_id is None for o in outcomes[:4])
+        assert len({o.incident_id for o in outcomes[4:]}) == 4
+        assert {i.kind for i in delivered} == {"state", "event"}
+        assert len(delivered) == 8, "each panic: its retained state and its 'raised' event"
