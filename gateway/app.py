@@ -87,7 +87,6 @@ async def running_gateway(settings: GatewaySettings) -> AsyncIterator[RunningGat
                 publisher_ref[0].enqueue(outcome.outbox)
 
         async def on_connected() -> None:
-            metrics.mqtt_connected.set(1)
             views = await store.open_incidents()
             if publisher_ref and views:
                 await publisher_ref[0].republish([(v.alert_id, v.revision, payloads.state_payload(v)) for v in views])
@@ -96,6 +95,8 @@ async def running_gateway(settings: GatewaySettings) -> AsyncIterator[RunningGat
         link = await stack.enter_async_context(
             CommandCenterLink(mqtt, gateway_id=settings.gateway_id, on_ack=on_ack, on_connected=on_connected)
         )
+
+        metrics.mqtt_connected.set_function(lambda: 1.0 if link.is_connected else 0.0)
 
         def topic_for(item: OutboxItem) -> str:
             if item.kind == "state":

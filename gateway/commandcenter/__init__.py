@@ -2,7 +2,7 @@
 
 from gateway.commandcenter.embedded_broker import EmbeddedBroker
 from gateway.commandcenter.errors import LinkDown, LinkDownReason
-from gateway.commandcenter.link import CommandCenterLink, LinkStats, reconnect_delay
+from gateway.commandcenter.link import CommandCenterLink, LinkStats, reconnect_delay, tls_context
 from gateway.commandcenter.payloads import (
     Acknowledgement,
     AckRejection,
@@ -57,4 +57,5 @@ __all__ = [
     "state_document",
     "state_payload",
     "status_payload",
+    "tls_context",
 ]

@@ -17,8 +17,10 @@ CLIENT_ID_PREFIX: Final = "panic-gw-"
 #: root replaces it with the embedded broker's address before it builds the link.
 EMBEDDED_HOST: Final = "embedded"
 
-#: Longest wait for a PUBACK. Long enough for a loaded broker across a WAN; short enough that the
-#: outbox retries well inside the 30 s escalation timer. Expiry raises LinkDown(TIMEOUT).
+#: Longest wait for a PUBACK once the PUBLISH is sent (waiting for one of the max_inflight slots
+#: is not counted: each slot frees within this time). Long enough for a loaded broker across a WAN;
+#: short enough that the outbox retries well inside the 30 s escalation timer. Expiry raises
+#: LinkDown(TIMEOUT).
 PUBLISH_TIMEOUT_S: Final = 10.0
 
 #: Longest wait for the SUBACK of the acknowledgement subscription after a connect.
@@ -31,6 +33,10 @@ CONNECT_TIMEOUT_S: Final = 10.0
 #: On a clean shutdown the "offline" status is published before DISCONNECT (a clean DISCONNECT
 #: discards the will). Shutdown must not hang on a dying broker, so this is short.
 OFFLINE_PUBLISH_TIMEOUT_S: Final = 3.0
+
+#: A connect that got no CONNACK (timeout, or shutdown) is closed by writing one DISCONNECT, a few
+#: milliseconds on any network; past this we go on without waiting (paho's keepalive check closes it).
+ABANDON_CONNECT_TIMEOUT_S: Final = 1.0
 
 #: After stopping the connection, acknowledgements already received (and PUBACKed by the client
 #: library) get this long to reach on_ack before the dispatcher is cancelled.

@@ -7,7 +7,7 @@ reconnects forever with exponential backoff and jitter. A second task hands ackn
 `on_ack` one at a time, so a slow callback never stalls the connection.
 
 `publish` awaits the broker's PUBACK; any number of publishes may be awaited at once (up to
-`max_inflight` are on the wire, the rest queue in the client). When there is no session, or the
+`max_inflight` are on the wire, the rest wait their turn). When there is no session, or the
 session drops before the PUBACK, it raises LinkDown and the caller's outbox retries later.
 """
 
@@ -77,7 +77,20 @@ def tls_context(settings: MqttSettings) -> ssl.SSLContext:
     context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=settings.ca_file)
     if settings.cert_file is not None and settings.key_file is not None:
         context.load_cert_chain(settings.cert_file, settings.key_file)
+    context.sslsocket_class = _HandshakeClosingSocket
     return context
+
+
+class _HandshakeClosingSocket(ssl.SSLSocket):
+    """Closes itself when the TLS handshake fails: paho 2.2 drops the socket unclosed then, and every
+    reconnect to an untrusted broker would leak a file descriptor until garbage collection."""
+
+    def do_handshake(self, block: bool = False) -> None:
+        try:
+            super().do_handshake(block)
+        except BaseException:
+            self.close()
+            raise
 
 
 def _utc_now() -> datetime:
@@ -120,9 +133,9 @@ class CommandCenterLink:
     settings: broker address, TLS, credentials, topic prefix, timings.
     gateway_id: names this process in the status topic and the MQTT client id.
     on_ack: awaited for each valid acknowledgement, one at a time; exceptions are logged and counted.
-    on_connected: awaited after every (re)connect, before `is_connected` turns true; may publish.
-        If it raises, the session is dropped and retried with backoff (so "connected" always means
-        "retained state restored").
+    on_connected: awaited after every (re)connect, before `is_connected` turns true; may publish
+        (but must not wait for `wait_connected`). If it raises, the session is dropped and retried
+        with backoff, so "connected" always means "retained state restored".
     version: reported in the status topic (default: the installed package's version).
     clock: source of "now" for the status timestamps.
     """
@@ -154,6 +167,7 @@ class CommandCenterLink:
         self._connected = asyncio.Event()
         self._session: _Session | None = None
         self._acks: asyncio.Queue[Acknowledgement] = asyncio.Queue(maxsize=const.ACK_QUEUE_MAX)
+        self._inflight = asyncio.Semaphore(settings.max_inflight)
         self._stopping = False
         self._connection_task: asyncio.Task[None] | None = None
         self._dispatch_task: asyncio.Task[None] | None = None
@@ -226,7 +240,8 @@ class CommandCenterLink:
         """Publish with QoS 1 and return once the broker acknowledged it (PUBACK).
 
         Works from the moment a session is up, so on_connected can use it. Raises LinkDown when
-        there is no session, the session drops first, or no PUBACK came within PUBLISH_TIMEOUT_S.
+        there is no session, the session drops first (also while waiting for an in-flight slot), or
+        no PUBACK came within PUBLISH_TIMEOUT_S of sending.
         """
         session = self._session
         if session is None or session.lost.done():
@@ -259,17 +274,21 @@ class CommandCenterLink:
         self, session: _Session, topic: str, payload: bytes, *, retain: bool, timeout_s: float
     ) -> None:
         try:
-            await self._until_lost(
-                session,
-                session.client.publish(topic, payload, qos=const.QOS, retain=retain, timeout=timeout_s),
-                topic,
-            )
+            await self._until_lost(session, self._publish_bounded(session, topic, payload, retain, timeout_s), topic)
         except aiomqtt.MqttCodeError as exc:
             raise LinkDown(f"publish to {topic} refused: {exc}", topic=topic, reason=LinkDownReason.REFUSED) from exc
         except aiomqtt.MqttError as exc:  # aiomqtt's only plain MqttError from publish is its timeout
             raise LinkDown(
                 f"no PUBACK for {topic} within {timeout_s} s", topic=topic, reason=LinkDownReason.TIMEOUT
             ) from exc
+
+    async def _publish_bounded(
+        self, session: _Session, topic: str, payload: bytes, retain: bool, timeout_s: float
+    ) -> None:
+        # At most max_inflight publishes inside aiomqtt at once: it scans every pending call on each
+        # new one, so an unbounded gather of thousands would cost quadratic time.
+        async with self._inflight:
+            await session.client.publish(topic, payload, qos=const.QOS, retain=retain, timeout=timeout_s)
 
     async def _until_lost(self, session: _Session, call: Coroutine[Any, Any, _T], topic: str) -> _T:
         """Await `call`, but raise LinkDown as soon as the session drops.
@@ -279,11 +298,11 @@ class CommandCenterLink:
         """
         task = asyncio.ensure_future(call)
         try:
-            done, _ = await asyncio.wait((task, session.lost), return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait((task, session.lost), return_when=asyncio.FIRST_COMPLETED)
         finally:
             if not task.done():
                 task.cancel()
-        if task in done:  # a PUBACK that raced the drop still counts as delivered
+        if task.done() and not task.cancelled():  # a PUBACK that raced the drop still counts as delivered
             return task.result()
         raise LinkDown(
             f"connection lost before the broker acknowledged {topic}",
@@ -371,8 +390,8 @@ class CommandCenterLink:
         client = self._client(tls, self._clock())
         try:
             await client.__aenter__()
-        except asyncio.CancelledError:
-            _abandon_connect(client)
+        except BaseException:
+            await _abandon_connect(client)
             raise
         try:
             self._stats.connects += 1
@@ -488,16 +507,20 @@ class CommandCenterLink:
                 self._acks.task_done()
 
 
-def _abandon_connect(client: aiomqtt.Client) -> None:
-    """Close the socket of a connect cancelled before its CONNACK (shutdown while the broker is slow).
+async def _abandon_connect(client: aiomqtt.Client) -> None:
+    """Close the socket of a connect that got no CONNACK (timed out, or cancelled at shutdown).
 
-    aiomqtt 2.5 leaves that socket open, with its reader and keepalive task, and its `_connected`
-    future cancelled, which makes paho's disconnect callback raise CancelledError before paho closes
-    the socket. A fresh future lets paho's own DISCONNECT path close it. (A connect still in its
-    executor thread cannot be reached; paho's keepalive check closes it later.)
+    aiomqtt 2.5 leaves that socket open with its reader and keepalive task (until paho's keepalive
+    check gives up on it), and after a cancellation its `_connected` future is cancelled, which makes
+    paho's disconnect callback raise before paho closes the socket. A fresh future lets paho's own
+    DISCONNECT path close it, which ends the keepalive task within a few loop turns; wait for that so
+    no task outlives the attempt. Harmless when there is no socket (refused, TLS failure). A connect
+    still in its executor thread cannot be reached; paho's keepalive check closes it later.
     """
     client._connected = asyncio.get_running_loop().create_future()
     client._client.disconnect()
+    if client._misc_task is not None:
+        await asyncio.wait({client._misc_task}, timeout=const.ABANDON_CONNECT_TIMEOUT_S)
 
 
 def _refused(code: object) -> bool:

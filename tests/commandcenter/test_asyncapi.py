@@ -1,0 +1,254 @@
+"""docs/asyncapi.yaml: valid YAML, a well-formed AsyncAPI 3.0 document, and in step with the code.
+
+Every example must satisfy its payload schema, and what payloads.py produces must too. The schemas
+are checked by the small JSON Schema subset validator below (no jsonschema package is installed);
+it refuses keywords it does not know, so it cannot silently skip a constraint.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from gateway.commandcenter import (
+    Acknowledgement,
+    AlertEventType,
+    GatewayStatus,
+    event_payload,
+    parse_ack,
+    state_payload,
+    status_payload,
+)
+from gateway.core.incident import AlertState
+from gateway.protocol import EventType, GpsFix
+from tests.commandcenter.conftest import make_view
+
+DOC_PATH = Path(__file__).resolve().parents[2] / "docs" / "asyncapi.yaml"
+AT = datetime(2025, 3, 14, 9, 26, 53, 589_000, tzinfo=UTC)
+
+
+@pytest.fixture(scope="module")
+def doc() -> dict[str, Any]:
+    loaded = yaml.safe_load(DOC_PATH.read_text(encoding="utf-8"))
+    assert isinstance(loaded, dict)
+    return loaded
+
+
+def resolve(doc: dict[str, Any], ref: str) -> Any:
+    assert ref.startswith("#/"), ref
+    node: Any = doc
+    for part in ref[2:].split("/"):
+        node = node[part.replace("~1", "/").replace("~0", "~")]
+    return node
+
+
+def deref(doc: dict[str, Any], node: Any) -> Any:
+    while isinstance(node, dict) and "$ref" in node:
+        node = resolve(doc, node["$ref"])
+    return node
+
+
+_ANNOTATIONS = {"description", "title", "examples", "format", "default"}
+_TYPES = {
+    "object": lambda v: isinstance(v, dict),
+    "array": lambda v: isinstance(v, list),
+    "string": lambda v: isinstance(v, str),
+    "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "number": lambda v: isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v),
+    "boolean": lambda v: isinstance(v, bool),
+    "null": lambda v: v is None,
+}
+
+
+def violations(doc: dict[str, Any], schema: Any, value: Any, path: str = "$") -> list[str]:
+    """What in `value` breaks `schema` (a JSON Schema draft-07 subset); empty when it conforms."""
+    schema = deref(doc, schema)
+    errors: list[str] = []
+    for key, rule in schema.items():
+        if key in _ANNOTATIONS:
+            continue
+        if key == "type":
+            names = rule if isinstance(rule, list) else [rule]
+            if not any(_TYPES[name](value) for name in names):
+                return [f"{path}: {value!r} is not of type {names}"]
+        elif key == "enum":
+            if value not in rule:
+                errors.append(f"{path}: {value!r} not in {rule}")
+        elif key == "const":
+            if value != rule:
+                errors.append(f"{path}: {value!r} is not {rule!r}")
+        elif key == "required":
+            errors += [f"{path}: missing {name}" for name in rule if isinstance(value, dict) and name not in value]
+        elif key == "properties":
+            if isinstance(value, dict):
+                for name, sub in rule.items():
+                    if name in value:
+                        errors += violations(doc, sub, value[name], f"{path}.{name}")
+        elif key == "additionalProperties":
+            assert rule is False, "only additionalProperties: false is supported"
+            extra = set(value) - set(schema.get("properties", {})) if isinstance(value, dict) else set()
+            errors += [f"{path}: unexpected {name}" for name in sorted(extra)]
+        elif key == "items":
+            if isinstance(value, list):
+                subs = rule if isinstance(rule, list) else [rule] * len(value)
+                for i, (sub, item) in enumerate(zip(subs, value, strict=False)):
+                    errors += violations(doc, sub, item, f"{path}[{i}]")
+        elif key == "additionalItems":
+            assert rule is False
+            if isinstance(value, list) and len(value) > len(schema["items"]):
+                errors.append(f"{path}: too many items")
+        elif key in ("minItems", "maxItems", "minLength", "maxLength"):
+            if isinstance(value, list | str):
+                ok = len(value) >= rule if key.startswith("min") else len(value) <= rule
+                if not ok:
+                    errors.append(f"{path}: length {len(value)} breaks {key} {rule}")
+        elif key in ("minimum", "maximum"):
+            if _TYPES["number"](value):
+                ok = value >= rule if key == "minimum" else value <= rule
+                if not ok:
+                    errors.append(f"{path}: {value} breaks {key} {rule}")
+        elif key == "pattern":
+            if isinstance(value, str) and not re.search(rule, value):
+                errors.append(f"{path}: {value!r} does not match {rule}")
+        elif key == "oneOf":
+            matching = sum(1 for sub in rule if not violations(doc, sub, value, path))
+            if matching != 1:
+                errors.append(f"{path}: {value!r} matches {matching} of oneOf")
+        else:
+            raise AssertionError(f"schema keyword {key!r} at {path} is not supported by this checker")
+    return errors
+
+
+def message_schema(doc: dict[str, Any], name: str) -> Any:
+    return doc["components"]["messages"][name]["payload"]
+
+
+def test_it_is_asyncapi_3(doc: dict[str, Any]) -> None:
+    assert doc["asyncapi"] == "3.0.0"
+    assert doc["defaultContentType"] == "application/json"
+    assert set(doc["servers"]) == {"mqtt", "mqtts"}
+    assert doc["servers"]["mqtt"]["protocol"] == "mqtt"
+    assert doc["servers"]["mqtts"]["protocol"] == "secure-mqtt"
+    for server in doc["servers"].values():
+        will = server["bindings"]["mqtt"]["lastWill"]
+        assert (will["qos"], will["retain"]) == (1, True)
+        assert json.loads(will["message"])["status"] == "offline"
+
+
+def test_every_reference_resolves(doc: dict[str, Any]) -> None:
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if "$ref" in node:
+                resolve(doc, node["$ref"])
+            for child in node.values():
+                walk(child)
+        elif isinstance(node, list):
+            for child in node:
+                walk(child)
+
+    walk(doc)
+
+
+@pytest.mark.parametrize(
+    ("channel", "address"),
+    [
+        ("alertState", "{prefix}/alerts/{alert_id}/state"),
+        ("alertEvents", "{prefix}/alerts/{alert_id}/events"),
+        ("alertAck", "{prefix}/alerts/{alert_id}/ack"),
+        ("gatewayStatus", "{prefix}/gateways/{gateway_id}/status"),
+    ],
+)
+def test_channels_and_their_parameters(doc: dict[str, Any], channel: str, address: str) -> None:
+    spec = doc["channels"][channel]
+    assert spec["address"] == address
+    assert set(spec["parameters"]) == set(re.findall(r"{(\w+)}", address))
+    assert spec["messages"]
+
+
+@pytest.mark.parametrize(
+    ("operation", "action", "channel", "retain"),
+    [
+        ("sendAlertState", "send", "alertState", True),
+        ("sendAlertEvent", "send", "alertEvents", False),
+        ("receiveAcknowledgement", "receive", "alertAck", False),
+        ("sendGatewayStatus", "send", "gatewayStatus", True),
+    ],
+)
+def test_operations_from_the_gateways_point_of_view(
+    doc: dict[str, Any], operation: str, action: str, channel: str, retain: bool
+) -> None:
+    spec = doc["operations"][operation]
+    assert spec["action"] == action
+    assert spec["channel"]["$ref"] == f"#/channels/{channel}"
+    for message in spec["messages"]:
+        assert message["$ref"].startswith(f"#/channels/{channel}/messages/")
+    binding = spec["bindings"]["mqtt"]
+    assert (binding["qos"], binding["retain"]) == (1, retain)
+
+
+def test_every_message_has_examples_that_satisfy_its_schema(doc: dict[str, Any]) -> None:
+    for name, message in doc["components"]["messages"].items():
+        assert message["examples"], name
+        for example in message["examples"]:
+            assert violations(doc, message["payload"], example["payload"]) == [], (name, example["name"])
+
+
+def test_the_checker_does_catch_violations(doc: dict[str, Any]) -> None:
+    example = doc["components"]["messages"]["alertState"]["examples"][0]["payload"]
+    broken = {**example, "state": "lost", "battery": 101, "received_at": "2025-03-14 09:26:53"}
+    del broken["counter"]
+    found = violations(doc, message_schema(doc, "alertState"), broken)
+    assert len(found) == 4, found
+
+
+def test_state_payloads_satisfy_the_schema_and_match_the_example(doc: dict[str, Any]) -> None:
+    schema = message_schema(doc, "alertState")
+    view = make_view(
+        "6f1c2d3e-9a4b-5c6d-8e7f-0a1b2c3d4e5f",
+        received_at=AT,
+        updated_at=AT,
+        device_time=AT - timedelta(seconds=2),
+        gps=GpsFix(lat=48.8583701, lon=2.2944813, accuracy_m=12, fix_age_s=3),
+    )
+    produced = json.loads(state_payload(view))
+    assert produced == doc["components"]["messages"]["alertState"]["examples"][0]["payload"]
+    assert set(produced) == set(deref(doc, schema)["properties"])
+    for state in AlertState:
+        for event in (e for e in EventType if e.raises_incident):
+            variant = make_view(state=state, event=event, gps=None, battery=None, acknowledged_at=AT)
+            assert violations(doc, schema, json.loads(state_payload(variant))) == []
+
+
+def test_documented_enums_match_the_code(doc: dict[str, Any]) -> None:
+    properties = deref(doc, message_schema(doc, "alertState"))["properties"]
+    assert properties["state"]["enum"] == [s.value for s in AlertState]
+    assert set(properties["event"]["enum"]) == {e.name.lower() for e in EventType if e.raises_incident}
+    status = deref(doc, message_schema(doc, "gatewayStatus"))["properties"]["status"]
+    assert status["enum"] == [s.value for s in GatewayStatus]
+    event_type = deref(doc, message_schema(doc, "alertEvent"))["properties"]["type"]
+    assert all(t.value in event_type["description"] for t in AlertEventType)
+
+
+def test_event_and_status_payloads_satisfy_the_schema(doc: dict[str, Any]) -> None:
+    for event_type in AlertEventType:
+        payload = event_payload(
+            event_id="al-1:2", alert_id="al-1", revision=2, event_type=event_type, at=AT, detail={"x": 1}
+        )
+        assert violations(doc, message_schema(doc, "alertEvent"), json.loads(payload)) == []
+    for status in GatewayStatus:
+        payload = status_payload(gateway_id="gw-north-1", status=status, at=AT, version="0.1.0")
+        assert violations(doc, message_schema(doc, "gatewayStatus"), json.loads(payload)) == []
+
+
+def test_ack_examples_are_accepted_by_the_gateway(doc: dict[str, Any]) -> None:
+    for example in doc["components"]["messages"]["acknowledgement"]["examples"]:
+        document = example["payload"]
+        result = parse_ack("al-1", json.dumps(document).encode())
+        assert result == Acknowledgement("al-1", document["operator"], document.get("note"))
