@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import signal
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -40,6 +41,8 @@ DIRECTORY_REFRESH_S: Final = 2.0
 QUEUE_BATCHES: Final = 4
 
 EMBEDDED: Final = "embedded"
+#: Topic strings are validated once per alert and kind; an alert's messages reuse them.
+TOPIC_CACHE: Final = 65_536
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,10 +101,14 @@ async def running_gateway(settings: GatewaySettings) -> AsyncIterator[RunningGat
 
         metrics.mqtt_connected.set_function(lambda: 1.0 if link.is_connected else 0.0)
 
+        @functools.lru_cache(maxsize=TOPIC_CACHE)
+        def topic_for_alert(kind: str, alert_id: str) -> str:
+            if kind == "state":
+                return topics.alert_state_topic(prefix, alert_id)
+            return topics.alert_events_topic(prefix, alert_id)
+
         def topic_for(item: OutboxItem) -> str:
-            if item.kind == "state":
-                return topics.alert_state_topic(prefix, item.alert_id)
-            return topics.alert_events_topic(prefix, item.alert_id)
+            return topic_for_alert(item.kind, item.alert_id)
 
         publisher = await stack.enter_async_context(
             OutboxPublisher(store, link, topic_for, metrics, max_inflight=mqtt.max_inflight, lease=OUTBOX_LEASE)

@@ -27,6 +27,9 @@ SWEEP_INTERVAL_S: Final = 2.0
 SWEEP_LIMIT: Final = 2000
 #: How long to wait before retrying after a failed publish that was not a lost connection.
 RETRY_DELAY_S: Final = 0.5
+#: Keys delivered recently, remembered so a sweep that read a row before its "done" mark was committed
+#: does not publish it again (at-least-once allows it; doubling the traffic is not worth it).
+RECENT_KEYS: Final = 100_000
 
 
 class Link(Protocol):
@@ -58,6 +61,7 @@ class OutboxPublisher:
         self._queues: dict[str, deque[tuple[OutboxItem, float]]] = {}
         self._held: set[str] = set()
         self._delivered: list[str] = []
+        self._recent: dict[str, None] = {}  # insertion-ordered set, oldest first
         self._published_revision: dict[str, int] = {}
         self._inflight = asyncio.Semaphore(max_inflight)
         self._tasks: set[asyncio.Task[None]] = set()
@@ -142,12 +146,18 @@ class OutboxPublisher:
                 queue.popleft()
                 self._held.discard(item.key)
                 self._delivered.append(item.key)
+                self._remember(item.key)
         finally:
             if self._queues.get(alert_id) is queue:
                 del self._queues[alert_id]
             self._metrics.outbox_held.set(len(self._held))
             if not self._held:
                 self._idle.set()
+
+    def _remember(self, key: str) -> None:
+        self._recent[key] = None
+        if len(self._recent) > RECENT_KEYS:
+            del self._recent[next(iter(self._recent))]
 
     async def _publish_until_acked(self, item: OutboxItem) -> None:
         topic = self._topic_for(item)
@@ -191,7 +201,7 @@ class OutboxPublisher:
             try:
                 now = datetime.now(UTC)
                 items = await self._store.claim_outbox(now=now, limit=SWEEP_LIMIT, include_own=True)
-                fresh = [i for i in items if i.key not in self._held]
+                fresh = [i for i in items if i.key not in self._held and i.key not in self._recent]
                 if fresh:
                     log.info("resuming undelivered outbox messages", count=len(fresh))
                     self.enqueue(fresh)

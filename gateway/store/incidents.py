@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import enum
+import json
 import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from tortoise.exceptions import BaseORMException
 from tortoise.expressions import Q
@@ -75,7 +76,96 @@ class AckOutcome:
     outbox: tuple[OutboxItem, ...] = ()
 
 
-def view_of(incident: Incident, wearer: str, site: str) -> IncidentView:
+class IncidentLike(Protocol):
+    """The incident columns a view needs: an Incident model, or a row about to be inserted."""
+
+    id: str
+    device_id: str
+    counter: int
+    event: str
+    state: str
+    revision: int
+    device_time: datetime
+    received_at: datetime
+    delayed: bool
+    test: bool
+    battery: int | None
+    lat: float | None
+    lon: float | None
+    accuracy_m: int | None
+    fix_age_s: int | None
+    transport: str
+    acknowledged_by: str | None
+    acknowledged_at: datetime | None
+    updated_at: datetime
+
+
+@dataclass(slots=True)
+class _IncidentRow:
+    """A new incident, inserted with executemany (building model instances costs more than the SQL)."""
+
+    id: str
+    device_id: str
+    counter: int
+    event: str
+    state: str
+    revision: int
+    device_time: datetime
+    received_at: datetime
+    delayed: bool
+    test: bool
+    battery: int | None
+    lat: float | None
+    lon: float | None
+    accuracy_m: int | None
+    fix_age_s: int | None
+    transport: str
+    updated_at: datetime
+    acknowledged_by: str | None = None
+    acknowledged_at: datetime | None = None
+
+
+_INCIDENT_COLUMNS: Final = tuple(f.name for f in fields(_IncidentRow))
+_SIGNAL_COLUMNS: Final = (
+    "device_id",
+    "counter",
+    "event",
+    "frame_digest",
+    "frame",
+    "transport",
+    "device_time",
+    "received_at",
+    "incident_id",
+)
+_EVENT_COLUMNS: Final = ("incident_id", "event_id", "revision", "type", "at", "detail")
+_OUTBOX_COLUMNS: Final = (
+    "key",
+    "channel",
+    "alert_id",
+    "kind",
+    "payload",
+    "retain",
+    "revision",
+    "status",
+    "attempts",
+    "claimed_by",
+    "claimed_until",
+    "created_at",
+)
+
+
+def _marks(dialect: str, count: int) -> list[str]:
+    """Parameter placeholders: qmark for SQLite, $n for asyncpg."""
+    return ["?" if dialect == "sqlite" else f"${i}" for i in range(1, count + 1)]
+
+
+def _insert_sql(dialect: str, table: str, columns: Sequence[str]) -> str:
+    """INSERT for executemany. Table and column names are this module's constants; values are parameters."""
+    names = ", ".join(f'"{c}"' for c in columns)
+    return f'INSERT INTO "{table}" ({names}) VALUES ({", ".join(_marks(dialect, len(columns)))})'  # noqa: S608
+
+
+def view_of(incident: IncidentLike, wearer: str, site: str) -> IncidentView:
     """The command-center view of an incident row."""
     gps = None
     if incident.lat is not None and incident.lon is not None:
@@ -104,60 +194,79 @@ def view_of(incident: Incident, wearer: str, site: str) -> IncidentView:
 
 @dataclass
 class _Batch:
-    """Rows a batch will insert, and the outbox items that belong to each signal."""
+    """Rows a batch will insert (as tuples), and the outbox items that belong to each signal."""
 
-    signals: list[Signal] = field(default_factory=list)
-    incidents: list[Incident] = field(default_factory=list)
-    events: list[IncidentEvent] = field(default_factory=list)
-    outbox: list[tuple[int, OutboxMessage]] = field(default_factory=list)
+    signals: list[tuple[Any, ...]] = field(default_factory=list)
+    incidents: list[_IncidentRow] = field(default_factory=list)
+    events: list[tuple[Any, ...]] = field(default_factory=list)
+    outbox: list[tuple[int, OutboxItem, datetime]] = field(default_factory=list)
     incident_updates: dict[str, Incident] = field(default_factory=dict)
 
-    def change(self, index: int, incident: Incident, device: Device, kind: str, at: datetime, **detail: Any) -> None:
+    def change(
+        self, index: int, incident: IncidentLike, device: Device, kind: str, at: datetime, **detail: Any
+    ) -> None:
         """Record an incident change: an event in its log, then its new state and the event on the outbox."""
         event_id = f"{incident.id}:{incident.revision}:{kind}"
-        self.events.append(
-            IncidentEvent(
-                incident_id=incident.id, event_id=event_id, revision=incident.revision, type=kind, at=at, detail=detail
-            )
-        )
+        self.events.append((incident.id, event_id, incident.revision, kind, at, json.dumps(detail)))
         view = view_of(incident, device.wearer, device.site)
-        self.outbox.append(
-            (
-                index,
-                OutboxMessage(
-                    key=f"{incident.id}:state:{incident.revision}",
-                    channel="mqtt",
-                    alert_id=incident.id,
-                    kind="state",
-                    payload=payloads.state_payload(view),
-                    retain=True,
-                    revision=incident.revision,
-                    created_at=at,
-                ),
-            )
+        state = OutboxItem(
+            f"{incident.id}:state:{incident.revision}",
+            "state",
+            incident.id,
+            payloads.state_payload(view),
+            True,
+            incident.revision,
         )
-        self.outbox.append(
-            (
-                index,
-                OutboxMessage(
-                    key=event_id,
-                    channel="mqtt",
-                    alert_id=incident.id,
-                    kind="event",
-                    payload=payloads.event_payload(
-                        event_id=event_id,
-                        alert_id=incident.id,
-                        revision=incident.revision,
-                        event_type=kind,
-                        at=at,
-                        detail=detail,
-                    ),
-                    retain=False,
-                    revision=incident.revision,
-                    created_at=at,
-                ),
-            )
+        event = OutboxItem(
+            event_id,
+            "event",
+            incident.id,
+            payloads.event_payload(
+                event_id=event_id,
+                alert_id=incident.id,
+                revision=incident.revision,
+                event_type=kind,
+                at=at,
+                detail=detail,
+            ),
+            False,
+            incident.revision,
         )
+        self.outbox.append((index, state, at))
+        self.outbox.append((index, event, at))
+
+    async def write(self, conn: Any, gateway_id: str, lease_until: datetime) -> None:
+        """Insert everything with one executemany per table (inside the caller's transaction)."""
+        dialect = conn.capabilities.dialect
+        if self.incidents:
+            rows = [tuple(getattr(i, c) for c in _INCIDENT_COLUMNS) for i in self.incidents]
+            await conn.execute_many(_insert_sql(dialect, "incidents", _INCIDENT_COLUMNS), rows)
+        for incident in self.incident_updates.values():
+            await incident.save(using_db=conn, update_fields=["state", "revision", "updated_at"])
+        if self.signals:
+            await conn.execute_many(_insert_sql(dialect, "signals", _SIGNAL_COLUMNS), self.signals)
+        if self.events:
+            await conn.execute_many(_insert_sql(dialect, "incident_events", _EVENT_COLUMNS), self.events)
+        if self.outbox:
+            # Born claimed by this gateway: it publishes them from memory; the lease lets another take over.
+            rows = [
+                (
+                    i.key,
+                    "mqtt",
+                    i.alert_id,
+                    i.kind,
+                    i.payload,
+                    i.retain,
+                    i.revision,
+                    "pending",
+                    0,
+                    gateway_id,
+                    lease_until,
+                    at,
+                )
+                for _, i, at in self.outbox
+            ]
+            await conn.execute_many(_insert_sql(dialect, "outbox", _OUTBOX_COLUMNS), rows)
 
 
 class IncidentStore:
@@ -192,8 +301,8 @@ class IncidentStore:
                 .using_db(conn)
             }
             windows = {d.device_id: ReplayWindow(d.counter_high, d.counter_mask) for d in devices.values()}
-            in_batch: dict[tuple[str, int], Signal] = {}
-            open_by_device: dict[str, Incident | None] = {}
+            in_batch: dict[tuple[str, int], tuple[str, str | None]] = {}
+            open_by_device: dict[str, IncidentLike | None] = {}
             for index, sig in enumerate(batch):
                 frame = sig.signed.frame
                 device = devices.get(frame.device_id)
@@ -208,24 +317,13 @@ class IncidentStore:
                     outcomes[index] = await self._seen_before(sig, verdict, in_batch, conn)
                     continue
                 windows[device.device_id] = windows[device.device_id].accept(frame.counter, self._window)
-                signal = Signal(
-                    device_id=device.device_id,
-                    counter=frame.counter,
-                    event=frame.event.name.lower(),
-                    frame_digest=sig.signed.digest.hex(),
-                    frame=sig.signed.frame_bytes,
-                    transport=sig.transport,
-                    device_time=sig.device_time,
-                    received_at=sig.received_at,
-                )
-                in_batch[(device.device_id, frame.counter)] = signal
-                rows.signals.append(signal)
                 _note_device(device, sig)
+                incident_id: str | None = None
                 if frame.event.raises_incident:
                     incident = _new_incident(sig)
                     rows.incidents.append(incident)
                     open_by_device[device.device_id] = incident
-                    signal.incident_id = incident.id
+                    incident_id = incident.id
                     rows.change(
                         index, incident, device, "raised", sig.received_at, transport=sig.transport, delayed=sig.delayed
                     )
@@ -234,23 +332,38 @@ class IncidentStore:
                         open_by_device[device.device_id] = await _latest_open(device.device_id, conn)
                     cancelled = open_by_device[device.device_id]
                     if cancelled is not None:
-                        incident = cancelled
-                        incident.state = AlertState.CANCELLED.value
-                        incident.revision += 1
-                        incident.updated_at = sig.received_at
-                        if incident not in rows.incidents:
-                            rows.incident_updates[incident.id] = incident
+                        cancelled.state = AlertState.CANCELLED.value
+                        cancelled.revision += 1
+                        cancelled.updated_at = sig.received_at
+                        if isinstance(cancelled, Incident):
+                            rows.incident_updates[cancelled.id] = cancelled
                         open_by_device[device.device_id] = None
-                        signal.incident_id = incident.id
-                        rows.change(index, incident, device, "cancelled", sig.received_at, by="wearer")
-                outcomes[index] = SignalOutcome(Outcome.ACCEPTED, signal.incident_id)
+                        incident_id = cancelled.id
+                        rows.change(index, cancelled, device, "cancelled", sig.received_at, by="wearer")
+                digest = sig.signed.digest.hex()
+                in_batch[(device.device_id, frame.counter)] = (digest, incident_id)
+                rows.signals.append(
+                    (
+                        device.device_id,
+                        frame.counter,
+                        frame.event.name.lower(),
+                        digest,
+                        sig.signed.frame_bytes,
+                        sig.transport,
+                        sig.device_time,
+                        sig.received_at,
+                        incident_id,
+                    )
+                )
+                outcomes[index] = SignalOutcome(Outcome.ACCEPTED, incident_id)
             for device in devices.values():
                 w = windows[device.device_id]
                 device.counter_high, device.counter_mask = w.high, w.mask
-            await self._write(rows, list(devices.values()), conn)
+            await rows.write(conn, self._gateway_id, datetime.now(UTC) + self._lease)
+            await _update_devices(list(devices.values()), conn)
         by_index: dict[int, list[OutboxItem]] = {}
-        for index, msg in rows.outbox:
-            by_index.setdefault(index, []).append(_item(msg))
+        for index, item, _ in rows.outbox:
+            by_index.setdefault(index, []).append(item)
         return [
             SignalOutcome(o.outcome, o.incident_id, o.rejection, tuple(by_index.get(i, ())))
             for i, o in enumerate(outcomes)
@@ -258,38 +371,22 @@ class IncidentStore:
         ]
 
     async def _seen_before(
-        self, sig: AuthenticatedSignal, verdict: CounterVerdict, in_batch: dict[tuple[str, int], Signal], conn: Any
+        self,
+        sig: AuthenticatedSignal,
+        verdict: CounterVerdict,
+        in_batch: dict[tuple[str, int], tuple[str, str | None]],
+        conn: Any,
     ) -> SignalOutcome:
         """A used or too-old counter: the same frame again is a retry, anything else a replay."""
         frame = sig.signed.frame
-        previous = in_batch.get((frame.device_id, frame.counter)) or await Signal.get_or_none(
-            device_id=frame.device_id, counter=frame.counter, using_db=conn
-        )
-        if previous is not None and previous.frame_digest == sig.signed.digest.hex():
-            return SignalOutcome(Outcome.DUPLICATE, previous.incident_id)
+        previous = in_batch.get((frame.device_id, frame.counter))
+        if previous is None:
+            row = await Signal.get_or_none(device_id=frame.device_id, counter=frame.counter, using_db=conn)
+            previous = None if row is None else (row.frame_digest, row.incident_id)
+        if previous is not None and previous[0] == sig.signed.digest.hex():
+            return SignalOutcome(Outcome.DUPLICATE, previous[1])
         why = "was already used by another frame" if verdict is CounterVerdict.SEEN else "is behind the replay window"
         return _reject(RejectReason.REPLAYED, f"counter {frame.counter} {why}")
-
-    async def _write(self, rows: _Batch, devices: list[Device], conn: Any) -> None:
-        now = datetime.now(UTC)
-        if rows.incidents:
-            await Incident.bulk_create(rows.incidents, using_db=conn)
-        for incident in rows.incident_updates.values():
-            await incident.save(using_db=conn, update_fields=["state", "revision", "updated_at"])
-        if rows.signals:
-            await Signal.bulk_create(rows.signals, using_db=conn)
-        if rows.events:
-            await IncidentEvent.bulk_create(rows.events, using_db=conn)
-        if rows.outbox:
-            # Claimed by this gateway at birth: it publishes them from memory; the lease lets another take over.
-            for _, msg in rows.outbox:
-                msg.claimed_by = self._gateway_id
-                msg.claimed_until = now + self._lease
-            await OutboxMessage.bulk_create([m for _, m in rows.outbox], using_db=conn)
-        if devices:
-            await Device.bulk_update(
-                devices, fields=["counter_high", "counter_mask", "last_seen_at", "battery", "updated_at"], using_db=conn
-            )
 
     async def acknowledge(self, alert_id: str, operator: str, note: str, now: datetime) -> AckOutcome:
         """First acknowledgement wins; repeats are no-ops; closed incidents refuse."""
@@ -315,14 +412,10 @@ class IncidentStore:
                 )
                 rows = _Batch()
                 rows.change(0, incident, device, "acknowledged", now, operator=operator, note=note)
-                await IncidentEvent.bulk_create(rows.events, using_db=conn)
-                for _, msg in rows.outbox:
-                    msg.claimed_by = self._gateway_id
-                    msg.claimed_until = now + self._lease
-                await OutboxMessage.bulk_create([m for _, m in rows.outbox], using_db=conn)
+                await rows.write(conn, self._gateway_id, now + self._lease)
         except (BaseORMException, OSError) as exc:
             raise StoreUnavailable(f"database error: {exc}") from exc
-        return AckOutcome(AckResult.ACKNOWLEDGED, AlertState.ACKNOWLEDGED, tuple(_item(m) for _, m in rows.outbox))
+        return AckOutcome(AckResult.ACKNOWLEDGED, AlertState.ACKNOWLEDGED, tuple(i for _, i, _ in rows.outbox))
 
     async def open_incidents(self) -> list[IncidentView]:
         """Every open incident's current view (republished as retained state after each reconnect)."""
@@ -389,10 +482,10 @@ def _note_device(device: Device, sig: AuthenticatedSignal) -> None:
     device.updated_at = sig.received_at
 
 
-def _new_incident(sig: AuthenticatedSignal) -> Incident:
+def _new_incident(sig: AuthenticatedSignal) -> _IncidentRow:
     frame = sig.signed.frame
     gps = frame.gps
-    return Incident(
+    return _IncidentRow(
         id=incident_id_for(frame.device_id, frame.counter),
         device_id=frame.device_id,
         counter=frame.counter,
@@ -411,6 +504,18 @@ def _new_incident(sig: AuthenticatedSignal) -> Incident:
         transport=sig.transport,
         updated_at=sig.received_at,
     )
+
+
+async def _update_devices(devices: list[Device], conn: Any) -> None:
+    """Replay windows, last seen and battery of the batch's devices: one executemany."""
+    if not devices:
+        return
+    columns = ("counter_high", "counter_mask", "last_seen_at", "battery", "updated_at")
+    marks = _marks(conn.capabilities.dialect, len(columns) + 1)
+    sets = ", ".join(f'"{c}" = {m}' for c, m in zip(columns, marks, strict=False))
+    sql = f'UPDATE "devices" SET {sets} WHERE "device_id" = {marks[-1]}'  # noqa: S608 - constant names
+    rows = [(d.counter_high, d.counter_mask, d.last_seen_at, d.battery, d.updated_at, d.device_id) for d in devices]
+    await conn.execute_many(sql, rows)
 
 
 async def _latest_open(device_id: str, conn: Any) -> Incident | None:
