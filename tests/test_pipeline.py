@@ -57,3 +57,26 @@ async def test_heartbeats_are_shed_first_and_panics_still_get_in(pki: PkiLayout,
         assert len({o.incident_id for o in outcomes[4:]}) == 4
         assert {i.kind for i in delivered} == {"state", "event"}
         assert len(delivered) == 8, "each panic: its retained state and its 'raised' event"
+
+
+async def test_a_conflicting_row_does_not_refuse_its_neighbours(pki: PkiLayout, db_url: str) -> None:
+    """A device re-registered by hand (counter reset) collides with its old signals: only its signal fails."""
+    from gateway.identity.trust import load_device_trust
+    from gateway.store.models import Device
+    from gateway.store.registry import DeviceDirectory
+
+    async with open_database(db_url):
+        a, b = await enroll(pki), await enroll(pki)
+        directory = DeviceDirectory(load_device_trust(pki))
+        now = datetime.now(UTC)
+        ca, cb = await directory.get(a.device_id, now), await directory.get(b.device_id, now)
+        assert ca is not None and cb is not None
+        store = IncidentStore(gateway_id="t", replay_window=63, outbox_lease=timedelta(seconds=30))
+        first = authenticated(a, ca, EventType.PANIC)
+        assert [o.outcome for o in await store.commit_signals([first])] == [Outcome.ACCEPTED]
+        await Device.filter(device_id=a.device_id).update(counter_high=-1, counter_mask=0)
+        a.counter = 0
+        clash, fine = authenticated(a, ca, EventType.TEST), authenticated(b, cb, EventType.PANIC)
+        outcomes = await store.commit_signals([clash, fine])
+        assert outcomes[0].outcome is Outcome.REJECTED
+        assert outcomes[1].outcome is Outcome.ACCEPTED and outcomes[1].incident_id

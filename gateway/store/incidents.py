@@ -10,7 +10,8 @@ from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Protocol
 
-from tortoise.exceptions import BaseORMException
+import structlog
+from tortoise.exceptions import BaseORMException, IntegrityError
 from tortoise.expressions import Q
 from tortoise.transactions import in_transaction
 
@@ -22,6 +23,8 @@ from gateway.errors import StoreUnavailable
 from gateway.protocol import EventType, GpsFix
 from gateway.rejection import Rejection, RejectReason
 from gateway.store.models import Device, Incident, IncidentEvent, OutboxMessage, Signal
+
+log = structlog.get_logger(__name__)
 
 #: Namespace of incident ids: uuid5(INCIDENT_NAMESPACE, "<device_id>:<counter>") (docs/PROTOCOL.md).
 INCIDENT_NAMESPACE: Final = uuid.UUID("6f6b1c1e-6a0e-4f43-9d0d-2f8f4c3c2a10")
@@ -285,6 +288,18 @@ class IncidentStore:
         """
         try:
             return await self._commit_signals(batch)
+        except IntegrityError as exc:
+            if len(batch) == 1:
+                raise StoreUnavailable(f"signal conflicts with stored data: {exc}") from exc
+            # One bad row must not refuse its neighbours: commit them one by one, isolating it.
+            log.error("batch conflict, committing one by one", signals=len(batch), error=str(exc))
+            outcomes: list[SignalOutcome] = []
+            for sig in batch:
+                try:
+                    outcomes.extend(await self._commit_signals([sig]))
+                except (BaseORMException, OSError) as one:
+                    outcomes.append(_reject(RejectReason.OVERLOADED, f"not stored: {one}"))
+            return outcomes
         except (BaseORMException, OSError) as exc:
             raise StoreUnavailable(f"database error: {exc}") from exc
 
