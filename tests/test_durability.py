@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
@@ -23,54 +24,55 @@ from tests import services
 from tests.conftest import GatewayFactory, Wearable, enroll, http_client, make_settings, observe, post_frame
 
 
+@pytest.fixture
+def own_broker(tmp_path: Path) -> Iterator[services.Mosquitto]:
+    """A Mosquitto of this test's own (no persistence), killed at the end whatever happened."""
+    with services.Mosquitto(tmp_path) as broker:
+        yield broker
+
+
+def own_mqtt(broker: services.Mosquitto) -> MqttSettings:
+    return MqttSettings(host="127.0.0.1", port=broker.port, topic_prefix="cc", reconnect_max_s=0.5)
+
+
 async def test_alerts_accepted_while_broker_is_down_are_delivered_when_it_returns(
-    gateway_factory: GatewayFactory, pki: PkiLayout, client_ssl: ssl.SSLContext, tmp_path: Path
+    gateway_factory: GatewayFactory, pki: PkiLayout, client_ssl: ssl.SSLContext, own_broker: services.Mosquitto
 ) -> None:
-    broker = services.Mosquitto(tmp_path)
-    broker.start()
-    try:
-        mqtt = MqttSettings(host="127.0.0.1", port=broker.port, topic_prefix="cc", reconnect_max_s=0.5)
-        async with gateway_factory(mqtt=mqtt) as gw, http_client(client_ssl) as http:
-            w = await enroll(pki)
-            await gw.link.wait_connected()
-            broker.kill()
-            ids = []
-            for _ in range(20):
-                status, body, _ = await post_frame(http, gw, w.frame())
-                assert status == 202, body
-                ids.append(body["incident_id"])
-            assert gw.publisher.held > 0
-            broker.start()
-            async with observe("cc", port=broker.port) as cc:
-                await cc.wait_for(lambda o: set(ids) <= set(o.states))
-                await cc.wait_for(lambda o: {e["alert_id"] for e in o.events if e["type"] == "raised"} >= set(ids))
-            await asyncio.wait_for(gw.publisher.wait_idle(), 10)
-    finally:
+    broker = own_broker
+    async with gateway_factory(mqtt=own_mqtt(broker)) as gw, http_client(client_ssl) as http:
+        w = await enroll(pki)
+        await gw.link.wait_connected()
         broker.kill()
+        ids = []
+        for _ in range(20):
+            status, body, _ = await post_frame(http, gw, w.frame())
+            assert status == 202, body
+            ids.append(body["incident_id"])
+        assert gw.publisher.held > 0
+        broker.start()
+        async with observe("cc", port=broker.port) as cc:
+            await cc.wait_for(lambda o: set(ids) <= set(o.states))
+            await cc.wait_for(lambda o: {e["alert_id"] for e in o.events if e["type"] == "raised"} >= set(ids))
+        await asyncio.wait_for(gw.publisher.wait_idle(), 10)
 
 
 async def test_broker_killed_and_restarted_gets_every_open_alert_back(
-    gateway_factory: GatewayFactory, pki: PkiLayout, client_ssl: ssl.SSLContext, tmp_path: Path
+    gateway_factory: GatewayFactory, pki: PkiLayout, client_ssl: ssl.SSLContext, own_broker: services.Mosquitto
 ) -> None:
-    broker = services.Mosquitto(tmp_path)
-    broker.start()
-    try:
-        mqtt = MqttSettings(host="127.0.0.1", port=broker.port, topic_prefix="cc", reconnect_max_s=0.5)
-        async with gateway_factory(mqtt=mqtt) as gw, http_client(client_ssl) as http:
-            w = await enroll(pki)
-            ids = [(await post_frame(http, gw, w.frame()))[1]["incident_id"] for _ in range(5)]
-            async with observe("cc", port=broker.port) as cc:
-                await cc.wait_for(lambda o: set(ids) <= o.retained or set(ids) <= set(o.states))
-            await asyncio.wait_for(gw.publisher.wait_idle(), 10)
-            # SIGKILL without persistence: the broker forgets every retained message it had acknowledged.
-            broker.kill()
-            broker.start()
-            await asyncio.wait_for(_reconnected(gw), 20)
-            async with observe("cc", port=broker.port) as late:
-                await late.wait_for(lambda o: set(ids) <= o.retained)
-                assert all(late.states[i]["state"] == "raised" for i in ids)
-    finally:
+    broker = own_broker
+    async with gateway_factory(mqtt=own_mqtt(broker)) as gw, http_client(client_ssl) as http:
+        w = await enroll(pki)
+        ids = [(await post_frame(http, gw, w.frame()))[1]["incident_id"] for _ in range(5)]
+        async with observe("cc", port=broker.port) as cc:
+            await cc.wait_for(lambda o: set(ids) <= o.retained or set(ids) <= set(o.states))
+        await asyncio.wait_for(gw.publisher.wait_idle(), 10)
+        # SIGKILL without persistence: the broker forgets every retained message it had acknowledged.
         broker.kill()
+        broker.start()
+        await asyncio.wait_for(_reconnected(gw), 20)
+        async with observe("cc", port=broker.port) as late:
+            await late.wait_for(lambda o: set(ids) <= o.retained)
+            assert all(late.states[i]["state"] == "raised" for i in ids)
 
 
 async def _reconnected(gw) -> None:  # type: ignore[no-untyped-def]
