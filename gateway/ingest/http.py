@@ -107,6 +107,11 @@ async def post_signal(request: web.Request) -> web.Response:
     if isinstance(parsed, Rejection):
         return _rejected(deps, parsed, started, None, peer)
     device_id = parsed.frame.device_id
+    retry_after = deps.pipeline.shed(parsed.frame.event)
+    if retry_after is not None:
+        # Decided before the device lookup and the signature check: overload must cost little.
+        deps.metrics.signals_rejected.labels(RejectReason.OVERLOADED.value, TRANSPORT).inc()
+        return problem(503, RejectReason.OVERLOADED.value, "gateway is overloaded", retry_after=retry_after)
     now = datetime.now(UTC)
     try:
         creds = await deps.directory.get(device_id, now)

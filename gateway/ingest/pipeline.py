@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Final, Self
@@ -18,18 +19,28 @@ from gateway.store.incidents import IncidentStore, OutboxItem, SignalOutcome
 
 log = structlog.get_logger(__name__)
 
-#: A signal that would wait longer than this for its commit is refused with 503 + Retry-After instead:
-#: a device retrying in a second beats an unbounded queue that makes every answer late.
-MAX_QUEUE_WAIT_S: Final = 0.1
-#: Heartbeats are shed at this share of the limits: a heartbeat is worthless late, a panic is not.
-SHED_HEARTBEATS_AT: Final = 0.5
+#: Urgent signals (panic, fall, test, cancel) are refused once the oldest waiting signal has waited this
+#: long: a device told to retry in a second beats a queue that makes every answer late.
+URGENT_MAX_WAIT_S: Final = 0.25
+#: Heartbeats and other chatter are refused much earlier: late they are worthless, and shedding them
+#: first keeps the room for panics.
+CHATTER_MAX_WAIT_S: Final = 0.05
+#: Retry-After for shed chatter: long enough to take real load off; the next heartbeat says the same.
+CHATTER_RETRY_AFTER_S: Final = 10.0
+#: Retry-After for a shed urgent signal: as short as HTTP allows.
+URGENT_RETRY_AFTER_S: Final = 1.0
+
+
+def is_urgent(event: EventType) -> bool:
+    """Signals a person is waiting on: never shed before chatter."""
+    return event.raises_incident or event is EventType.CANCEL
 
 
 class Overloaded(GatewayError):
-    """The commit queue is full: the device must retry after `retry_after` seconds."""
+    """The commit queue is saturated: the device must retry after `retry_after` seconds."""
 
     def __init__(self, retry_after: float) -> None:
-        super().__init__("ingest queue full")
+        super().__init__("ingest queue saturated")
         self.retry_after = retry_after
 
 
@@ -50,10 +61,9 @@ class SignalPipeline:
         self._metrics = metrics
         self._max_batch = max_batch
         self._max_queue = max_queue
-        self._queue: asyncio.Queue[tuple[AuthenticatedSignal, asyncio.Future[SignalOutcome]]] = asyncio.Queue()
+        self._queue: deque[tuple[AuthenticatedSignal, asyncio.Future[SignalOutcome], float]] = deque()
+        self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        # Moving average of one commit's duration, for the queue-wait estimate.
-        self._commit_seconds = 0.005
 
     async def __aenter__(self) -> Self:
         self._task = asyncio.create_task(self._run(), name="group-commit")
@@ -65,62 +75,70 @@ class SignalPipeline:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
-        while not self._queue.empty():
-            _, fut = self._queue.get_nowait()
+        while self._queue:
+            _, fut, _ = self._queue.popleft()
             if not fut.done():
                 fut.set_exception(StoreUnavailable("gateway is shutting down"))
 
-    async def submit(self, signal: AuthenticatedSignal) -> SignalOutcome:
-        """Store one signal. Raises Overloaded (queue full) or StoreUnavailable (database down)."""
-        depth = self._queue.qsize()
-        event = signal.signed.frame.event
-        share = 1.0 if event.raises_incident or event is EventType.CANCEL else SHED_HEARTBEATS_AT
-        wait = self.expected_wait(depth)
-        if depth >= self._max_queue * share or wait > MAX_QUEUE_WAIT_S * share:
-            raise Overloaded(retry_after=max(1.0, wait))
-        fut: asyncio.Future[SignalOutcome] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait((signal, fut))
-        self._metrics.queue_depth.set(depth + 1)
-        return await asyncio.shield(fut)
+    def waited(self) -> float:
+        """Seconds the oldest queued signal has been waiting (0 when none is)."""
+        return time.monotonic() - self._queue[0][2] if self._queue else 0.0
 
-    def expected_wait(self, depth: int) -> float:
-        """Seconds a signal queued behind `depth` others waits before its own commit starts.
+    def shed(self, event: EventType) -> float | None:
+        """Retry-After seconds if a signal of this kind must be refused now, else None.
 
-        Only full batches ahead count: anything less goes out with the next commit, so a short queue is
-        never refused whatever one commit costs. Under overload batches are full, and the moving average
-        of commit durations is theirs.
+        Cheap on purpose: called before the signature check, so overload costs as little as possible.
         """
-        return (depth // self._max_batch) * self._commit_seconds
+        urgent = is_urgent(event)
+        share = 1.0 if urgent else 0.5
+        limit = URGENT_MAX_WAIT_S if urgent else CHATTER_MAX_WAIT_S
+        if len(self._queue) < self._max_queue * share and self.waited() <= limit:
+            return None
+        return URGENT_RETRY_AFTER_S if urgent else CHATTER_RETRY_AFTER_S
+
+    async def submit(self, signal: AuthenticatedSignal) -> SignalOutcome:
+        """Store one signal. Raises Overloaded (queue saturated) or StoreUnavailable (database down)."""
+        retry_after = self.shed(signal.signed.frame.event)
+        if retry_after is not None:
+            raise Overloaded(retry_after)
+        fut: asyncio.Future[SignalOutcome] = asyncio.get_running_loop().create_future()
+        self._queue.append((signal, fut, time.monotonic()))
+        self._wake.set()
+        self._metrics.queue_depth.set(len(self._queue))
+        return await asyncio.shield(fut)
 
     async def _run(self) -> None:
         while True:
-            batch = [await self._queue.get()]
-            while len(batch) < self._max_batch and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
-            self._metrics.queue_depth.set(self._queue.qsize())
+            while not self._queue:
+                self._wake.clear()
+                await self._wake.wait()
+            batch = [self._queue.popleft() for _ in range(min(self._max_batch, len(self._queue)))]
+            self._metrics.queue_depth.set(len(self._queue))
             started = time.perf_counter()
             try:
-                outcomes = await self._store.commit_signals([s for s, _ in batch])
+                outcomes = await self._store.commit_signals([s for s, _, _ in batch])
             except StoreUnavailable as exc:
                 self._metrics.store_errors.labels("commit").inc()
                 log.warning("commit failed, devices will retry", error=str(exc), signals=len(batch))
-                for _, fut in batch:
-                    if not fut.done():
-                        fut.set_exception(exc)
+                self._fail(batch, exc)
                 continue
             except Exception as exc:  # a bug must not kill the committer: refuse the batch, keep serving
                 log.exception("commit crashed", signals=len(batch))
-                for _, fut in batch:
-                    if not fut.done():
-                        fut.set_exception(StoreUnavailable(f"internal error: {exc!r}"))
+                self._fail(batch, StoreUnavailable(f"internal error: {exc!r}"))
                 continue
-            elapsed = time.perf_counter() - started
-            self._commit_seconds = 0.8 * self._commit_seconds + 0.2 * elapsed
             self._metrics.commit_batch.observe(len(batch))
-            self._metrics.commit_latency.observe(elapsed)
+            self._metrics.commit_latency.observe(time.perf_counter() - started)
             items = [item for outcome in outcomes for item in outcome.outbox]
             if items:
                 self._deliver(items)
-            for (_, fut), outcome in zip(batch, outcomes, strict=True):
+            for (_, fut, _), outcome in zip(batch, outcomes, strict=True):
                 if not fut.done():
                     fut.set_result(outcome)
+
+    @staticmethod
+    def _fail(
+        batch: list[tuple[AuthenticatedSignal, asyncio.Future[SignalOutcome], float]], exc: StoreUnavailable
+    ) -> None:
+        for _, fut, _ in batch:
+            if not fut.done():
+                fut.set_exception(exc)

@@ -469,16 +469,38 @@ class IncidentStore:
         return [_item(r) for r in rows]
 
     async def extend_leases(self, now: datetime) -> None:
-        """Keep the rows this gateway still holds in memory (broker down) from being taken over."""
-        await OutboxMessage.filter(status="pending", claimed_by=self._gateway_id).update(
-            claimed_until=now + self._lease
-        )
+        """Keep the rows this gateway still holds (broker down) from being taken over.
+
+        Only leases past half-time are renewed, and rows another transaction has locked (a delivery
+        mark) are skipped: both lock in id order, so they never deadlock, and this one never waits.
+        """
+        async with in_transaction() as conn:
+            due = (
+                await OutboxMessage.filter(
+                    status="pending", claimed_by=self._gateway_id, claimed_until__lt=now + self._lease / 2
+                )
+                .order_by("id")
+                .select_for_update(skip_locked=True)
+                .using_db(conn)
+                .values_list("id", flat=True)
+            )
+            if due:
+                await OutboxMessage.filter(id__in=due).using_db(conn).update(claimed_until=now + self._lease)
 
     async def mark_delivered(self, keys: Iterable[str], now: datetime) -> None:
-        """Record deliveries by idempotency key (one UPDATE for many)."""
+        """Record deliveries by idempotency key: rows locked in id order, then one UPDATE."""
         keys = list(keys)
-        if keys:
-            await OutboxMessage.filter(key__in=keys).update(status="done", delivered_at=now)
+        if not keys:
+            return
+        async with in_transaction() as conn:
+            ids = (
+                await OutboxMessage.filter(key__in=keys)
+                .order_by("id")
+                .select_for_update()
+                .using_db(conn)
+                .values_list("id", flat=True)
+            )
+            await OutboxMessage.filter(id__in=ids).using_db(conn).update(status="done", delivered_at=now)
 
     async def pending_outbox(self) -> int:
         return await OutboxMessage.filter(status="pending").count()
