@@ -29,8 +29,18 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     configure_logging(settings.log)
-    asyncio.run(run(settings))
+    with asyncio.Runner(loop_factory=_fast_loop_factory()) as runner:
+        runner.run(run(settings))
     return 0
+
+
+def _fast_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop where it exists (about twice the HTTP and socket throughput per core); else asyncio's own."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - Windows
+        return None
+    return uvloop.new_event_loop
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
