@@ -1,16 +1,26 @@
-"""Fixtures of the simulator's tests: a throwaway device CA, enrolled wearables, local HTTP(S) servers."""
+"""Fixtures of the simulator's tests: the real gateway with registered wearables, and local scripted HTTP servers.
+
+Tests of what a gateway answers run the real gateway (tests/conftest.py's `gateway_factory`) and register the
+simulator's wearables in it. The throwaway CA and the scripted servers serve only the unit tests of the wearable
+and of the HTTP client's retry logic, which need answers (503 then 202, a hung attempt) on demand.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import ssl
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import TracebackType
+from typing import Any, Final, Self
+from urllib.parse import urlsplit
 
 import pytest
+import structlog
 from aiohttp import web
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -19,17 +29,159 @@ from cryptography.x509.oid import NameOID
 
 from firmware_sim import VirtualWearable, enroll
 from firmware_sim.wearable import Issuer
-from gateway.protocol import parse_signed_frame, verify_signature
-from gateway.protocol.const import MEDIA_TYPE
-from gateway.rejection import HTTP_STATUS, Rejection, RejectReason
+from gateway.app import RunningGateway
+from gateway.config import LogSettings
+from gateway.identity.pki import PkiLayout, issue_device_certificate, load_device_ca
+from gateway.identity.trust import load_device_trust
+from gateway.observability import configure_logging
+from gateway.rejection import HTTP_STATUS, RejectReason
+from gateway.store.registry import DeviceRegistry
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-Serve = Callable[..., Awaitable[str]]
+#: `await scripted_server(handler, ssl_context=...)` -> the server's base URL.
+StartScriptedServer = Callable[..., Awaitable[str]]
+#: The type of tests/conftest.py's `gateway_factory` (that module is not imported: mypy --strict fails it).
+GatewayFactory = Callable[..., AbstractAsyncContextManager[RunningGateway]]
+
+#: Bytes the slow link reads at a time: more than any one request or answer of these tests.
+SLOW_LINK_READ_BYTES: Final = 64 * 1024
+
+
+# --- the real gateway -------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def _gateway_logs_to_stderr() -> Iterator[None]:
+    """Log as `panic-gateway run` does, to stderr: stdout then carries only what panic-sim prints."""
+    saved = structlog.get_config()
+    configure_logging(LogSettings())
+    yield
+    structlog.configure(**saved)
+
+
+@pytest.fixture
+async def gateway(gateway_factory: GatewayFactory) -> AsyncIterator[RunningGateway]:
+    """The real gateway over HTTPS on the parametrised database; clients trust `pki.root_ca_cert`."""
+    async with gateway_factory() as running:
+        yield running
+
+
+@pytest.fixture
+def device_ca_issue(pki: PkiLayout) -> Issuer:
+    """Issue wearables' certificates with the gateway's device CA, as `panic-sim enroll --ca-dir` does."""
+    device_ca = load_device_ca(pki)
+    return lambda csr: issue_device_certificate(device_ca, csr)
+
+
+async def register(pki: PkiLayout, wearable: VirtualWearable, *, wearer: str = "Ada Sim", site: str = "north") -> None:
+    """Register `wearable` in the running gateway's database, as `panic-gateway devices add` does."""
+    await DeviceRegistry(load_device_trust(pki)).add(
+        wearable.certificate, wearer=wearer, site=site, phone="", now=datetime.now(UTC)
+    )
+
+
+async def revoke(pki: PkiLayout, device_id: str) -> None:
+    """Revoke the device in the running gateway's database, as `panic-gateway devices revoke` does."""
+    await DeviceRegistry(load_device_trust(pki)).revoke(device_id, "lost", datetime.now(UTC))
+
+
+@pytest.fixture
+async def registered(
+    gateway: RunningGateway, pki: PkiLayout, device_ca_issue: Issuer, tmp_path: Path
+) -> VirtualWearable:
+    """A wearable enrolled with the gateway's device CA and registered in the running `gateway`."""
+    wearable = enroll(tmp_path / "w-gw-1", "w-gw-1", device_ca_issue)
+    await register(pki, wearable)
+    return wearable
+
+
+class SlowLink:
+    """A TCP relay that holds every byte from client to server for `delay_s`: a slow uplink in front of a server.
+
+    It adds latency without limiting throughput, so a test can make the real gateway's answers slow.
+    """
+
+    def __init__(self, target_url: str, delay_s: float) -> None:
+        target = urlsplit(target_url)
+        if target.hostname is None or target.port is None:
+            raise ValueError(f"{target_url!r} names no host and port")
+        self._scheme, self._host, self._port = target.scheme, target.hostname, target.port
+        self._delay_s = delay_s
+        self._server: asyncio.Server | None = None
+        self._connections: set[asyncio.Task[Any]] = set()
+        self.url = ""
+
+    async def __aenter__(self) -> Self:
+        self._server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
+        port = self._server.sockets[0].getsockname()[1]
+        self.url = f"{self._scheme}://127.0.0.1:{port}"
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        assert self._server is not None
+        self._server.close()
+        for task in self._connections:
+            task.cancel()
+        await asyncio.gather(*self._connections, return_exceptions=True)
+        await self._server.wait_closed()
+
+    async def _relay(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._connections.add(task)
+        server_writer: asyncio.StreamWriter | None = None
+        held: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
+        try:
+            server_reader, server_writer = await asyncio.open_connection(self._host, self._port)
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._hold(client_reader, held))
+                group.create_task(self._release(held, server_writer))
+                group.create_task(self._pass(server_reader, client_writer))
+        except* OSError:
+            pass  # either side hung up: the relay ends with the connection
+        finally:
+            self._connections.discard(task)
+            for writer in (client_writer, server_writer):
+                if writer is not None:
+                    writer.close()
+
+    async def _hold(self, reader: asyncio.StreamReader, held: asyncio.Queue[tuple[float, bytes]]) -> None:
+        """Read the client's bytes as they come, each stamped with when it may go on (b"" for its end)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            chunk = await reader.read(SLOW_LINK_READ_BYTES)
+            held.put_nowait((loop.time() + self._delay_s, chunk))
+            if not chunk:
+                return
+
+    @staticmethod
+    async def _release(held: asyncio.Queue[tuple[float, bytes]], writer: asyncio.StreamWriter) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            due, chunk = await held.get()
+            await asyncio.sleep(max(0.0, due - loop.time()))
+            if not chunk:
+                writer.close()
+                return
+            writer.write(chunk)
+            await writer.drain()
+
+    @staticmethod
+    async def _pass(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while chunk := await reader.read(SLOW_LINK_READ_BYTES):
+            writer.write(chunk)
+            await writer.drain()
+        writer.close()
+
+
+# --- unit-test fixtures: a throwaway CA and scripted servers ----------------------------------------------------
 
 
 @dataclass(frozen=True)
 class ThrowawayCa:
-    """A one-level CA standing in for the gateway's device CA (which these unit tests do not depend on)."""
+    """A one-level CA for the wearable's and the HTTP client's unit tests, which need no gateway."""
 
     cert: x509.Certificate
     key: ec.EllipticCurvePrivateKey
@@ -123,8 +275,8 @@ def ca_file(tmp_path: Path, ca: ThrowawayCa) -> Path:
 
 
 @pytest.fixture
-async def serve() -> AsyncIterator[Serve]:
-    """Start local servers answering POST /v1/signals with a handler; all are stopped after the test."""
+async def scripted_server() -> AsyncIterator[StartScriptedServer]:
+    """Start local servers answering POST /v1/signals from a test's script; all are stopped after the test."""
     runners: list[web.AppRunner] = []
 
     async def start(handler: Handler, *, ssl_context: ssl.SSLContext | None = None) -> str:
@@ -144,66 +296,11 @@ async def serve() -> AsyncIterator[Serve]:
         await runner.cleanup()
 
 
-def problem(
+def scripted_problem(
     reason: RejectReason | str, detail: str, status: int | None = None, *, retry_after: str | None = None
 ) -> web.Response:
+    """A problem+json answer in the gateway's shape, for a scripted server."""
     code = status if status is not None else HTTP_STATUS[RejectReason(reason)]
     body = {"type": f"about:{reason}", "title": str(reason), "status": code, "detail": detail, "reason": str(reason)}
     headers = {"Retry-After": retry_after} if retry_after is not None else None
     return web.json_response(body, status=code, content_type="application/problem+json", headers=headers)
-
-
-@dataclass
-class MiniGateway:
-    """Just enough of the gateway's answers to check that each fault gets the answer the simulator expects.
-
-    The real gateway is tested end to end elsewhere; this one only mirrors its documented answers.
-    """
-
-    devices: dict[str, ec.EllipticCurvePublicKey] = field(default_factory=dict)
-    revoked: set[str] = field(default_factory=set)
-    seen: dict[tuple[str, int], bytes] = field(default_factory=dict)
-    bodies: list[bytes] = field(default_factory=list)
-
-    def register(self, wearable: VirtualWearable) -> None:
-        self.devices[wearable.device_id] = wearable.public_key
-
-    async def handle(self, request: web.Request) -> web.Response:
-        if request.content_type != MEDIA_TYPE:
-            return problem("unsupported-media-type", "wrong media type", 415)
-        if request.content_length is not None and request.content_length > 1024:
-            return problem("oversized", "too large", 413)
-        body = await request.read()
-        self.bodies.append(body)
-        parsed = parse_signed_frame(body)
-        if isinstance(parsed, Rejection):
-            return problem(parsed.reason, parsed.detail)
-        frame = parsed.frame
-        key = self.devices.get(frame.device_id)
-        if key is None:
-            return problem(RejectReason.UNKNOWN_DEVICE, "not registered")
-        if frame.device_id in self.revoked:
-            return problem(RejectReason.REVOKED, "revoked")
-        if not verify_signature(parsed, key):
-            return problem(RejectReason.BAD_SIGNATURE, "signature")
-        if frame.timestamp_ms > datetime.now(UTC).timestamp() * 1000 + 300_000:
-            return problem(RejectReason.CLOCK_SKEW, "ahead")
-        previous = self.seen.get((frame.device_id, frame.counter))
-        if previous is not None and previous != parsed.frame_bytes:
-            return problem(RejectReason.REPLAYED, f"counter {frame.counter} already used")
-        self.seen[(frame.device_id, frame.counter)] = parsed.frame_bytes
-        incident = str(uuid.uuid5(uuid.NAMESPACE_URL, f"{frame.device_id}/{frame.counter}"))
-        return web.json_response(
-            {
-                "incident_id": incident if frame.event.raises_incident else None,
-                "status": "duplicate" if previous is not None else "accepted",
-                "delayed": False,
-                "event": frame.event.name.lower(),
-            },
-            status=202,
-        )
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _real_services() -> None:
-    """Overrides tests/conftest.py's: the simulator's unit tests need no PostgreSQL or Mosquitto."""

@@ -1,64 +1,117 @@
-"""The panic-sim command: one line per answer, exit codes, one-line errors and no tracebacks."""
+"""The panic-sim command against the real gateway: one line per answer, exit codes, one-line errors, no tracebacks.
+
+The commands run in this process (a worker thread with its own event loop) against the gateway on plain HTTP:
+over HTTPS, a one-shot command's asyncio.run closes its loop before aiohttp has finished closing the TLS
+connection, and the socket left behind fails whichever test is running when it is collected (filterwarnings =
+error). One test runs the installed command over HTTPS with mTLS, as its own process.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import re
+import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from firmware_sim import VirtualWearable, enroll
+from firmware_sim import FaultKind, VirtualWearable, enroll
 from firmware_sim.cli import describe, main
 from firmware_sim.transport import UplinkResult
 from firmware_sim.wearable import Issuer
-from tests.firmware_sim.conftest import MiniGateway, Serve
+from gateway.app import RunningGateway
+from gateway.config import HttpSettings
+from gateway.identity.pki import PkiLayout
+from gateway.store.models import Incident, Signal
+from tests.firmware_sim.conftest import GatewayFactory, register, revoke
 
 EXAMPLE = Path(__file__).parents[2] / "firmware-sim" / "scenarios" / "example.toml"
+PANIC_SIM = Path(sys.executable).with_name("panic-sim")
+
+
+@pytest.fixture
+async def gateway(gateway_factory: GatewayFactory) -> AsyncIterator[RunningGateway]:
+    """The real gateway on plain HTTP (see the module's docstring)."""
+    async with gateway_factory(http=HttpSettings(port=0)) as running:
+        yield running
 
 
 async def run(*argv: str) -> int:
-    # The CLI runs its own event loop; the test's loop keeps serving the local gateway meanwhile.
+    # The CLI runs its own event loop in a worker thread; the test's loop keeps the gateway serving meanwhile.
     return await asyncio.to_thread(main, list(argv))
 
 
 async def test_press_prints_the_incident_and_exits_0(
-    wearable: VirtualWearable, serve: Serve, capsys: pytest.CaptureFixture[str]
+    gateway: RunningGateway, registered: VirtualWearable, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    gateway = MiniGateway()
-    gateway.register(wearable)
-    url = await serve(gateway.handle)
-    device = ["--device-dir", str(wearable.device_dir), "--url", url]
+    device = ["--device-dir", str(registered.device_dir), "--url", gateway.http_url]
     assert await run("press", *device, "--gps", "48.85,2.29,15", "--battery", "64") == 0
     out = capsys.readouterr().out
-    assert re.fullmatch(r"alert received: incident [0-9a-f-]{36} \(accepted\)\n", out), out
+    match = re.fullmatch(r"alert received: incident ([0-9a-f-]{36}) \(accepted\)\n", out)
+    assert match, out
+    incident = await Incident.get(id=match[1])
+    assert (incident.event, incident.battery, incident.lat, incident.accuracy_m) == ("panic", 64, 48.85, 15)
     assert await run("heartbeat", *device) == 0
     assert capsys.readouterr().out == "heartbeat received (accepted)\n"
     assert await run("cancel", *device) == 0
+    assert capsys.readouterr().out == f"cancel received (incident {match[1]}, accepted)\n"
     assert await run("test", *device) == 0
+    assert re.fullmatch(r"alert received: incident [0-9a-f-]{36} \(accepted\)\n", capsys.readouterr().out)
     assert await run("press", *device, "--event", "fall", "--silent") == 0
-    assert len(gateway.bodies) == 5
+    assert capsys.readouterr().out.startswith("alert received: incident ")
+    signals = await Signal.filter(device_id=registered.device_id).order_by("counter")
+    assert [signal.event for signal in signals] == ["panic", "heartbeat", "cancel", "test", "fall"]
+
+
+async def test_the_installed_command_presents_the_device_certificate_over_https(
+    gateway_factory: GatewayFactory, pki: PkiLayout, device_ca_issue: Issuer, tmp_path: Path
+) -> None:
+    http = HttpSettings(port=0, tls_cert=pki.server_cert, tls_key=pki.server_key, require_client_cert=True)
+    wearable = enroll(tmp_path / "w-mtls", "w-mtls", device_ca_issue)
+    async with gateway_factory(http=http) as gateway:
+        await register(pki, wearable)
+        process = await asyncio.create_subprocess_exec(
+            PANIC_SIM,
+            "press",
+            "--device-dir",
+            str(wearable.device_dir),
+            "--url",
+            gateway.http_url,
+            "--ca",
+            str(pki.root_ca_cert),
+            "--mtls",
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await process.communicate()
+    assert process.returncode == 0, err.decode()
+    assert re.fullmatch(r"alert received: incident [0-9a-f-]{36} \(accepted\)\n", out.decode()), out
 
 
 async def test_a_refusal_is_one_line_and_exit_1(
-    wearable: VirtualWearable, serve: Serve, capsys: pytest.CaptureFixture[str]
+    gateway: RunningGateway, wearable: VirtualWearable, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    url = await serve(MiniGateway().handle)  # nobody registered
-    assert await run("press", "--device-dir", str(wearable.device_dir), "--url", url) == 1
-    assert capsys.readouterr().out == "refused: unknown-device (403): not registered\n"
+    argv = ["--device-dir", str(wearable.device_dir), "--url", gateway.http_url]
+    assert await run("press", *argv) == 1  # a device the gateway never registered
+    assert capsys.readouterr().out == "refused: unknown-device (403): device 'w-0001' is not registered\n"
 
 
 async def test_fault_reports_whether_the_gateway_answered_as_expected(
-    wearable: VirtualWearable, serve: Serve, capsys: pytest.CaptureFixture[str]
+    gateway: RunningGateway, registered: VirtualWearable, pki: PkiLayout, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    gateway = MiniGateway()
-    gateway.register(wearable)
-    url = await serve(gateway.handle)
-    device = ["--device-dir", str(wearable.device_dir), "--url", url]
+    device = ["--device-dir", str(registered.device_dir), "--url", gateway.http_url]
+    for kind in FaultKind:
+        if kind is not FaultKind.REVOKED:
+            assert await run("fault", kind, *device) == 0, capsys.readouterr().out
+            assert capsys.readouterr().out.startswith(f"fault {kind}: as expected: ")
     assert await run("fault", "replayed", *device, "--event", "panic") == 0
     assert capsys.readouterr().out.startswith("fault replayed: as expected: refused: replayed (409)")
-    assert await run("fault", "revoked", *device) == 1  # the mini gateway was never told to revoke it
-    assert capsys.readouterr().out.startswith("fault revoked: expected 403 revoked: heartbeat received")
+    assert await run("fault", "revoked", *device) == 1  # the gateway was not told to revoke it yet
+    assert capsys.readouterr().out.startswith("fault revoked: expected 403 revoked: heartbeat received (accepted)")
+    await revoke(pki, registered.device_id)
+    assert await run("fault", "revoked", *device) == 0
+    assert capsys.readouterr().out.startswith("fault revoked: as expected: refused: revoked (403)")
 
 
 def test_usage_errors_exit_2(wearable: VirtualWearable, capsys: pytest.CaptureFixture[str]) -> None:
@@ -97,18 +150,24 @@ def test_a_wrong_url_is_an_error_not_a_traceback(wearable: VirtualWearable, caps
 
 
 async def test_fleet_runs_a_scenario_and_prints_the_summary(
-    tmp_path: Path, issue: Issuer, serve: Serve, capsys: pytest.CaptureFixture[str]
+    gateway: RunningGateway,
+    pki: PkiLayout,
+    device_ca_issue: Issuer,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     scenario = tmp_path / "s.toml"
-    scenario.write_text("[fleet]\ndevices = 2\n[load]\nrate = 20\nduration_s = 0.3\nseed = 3\n")
-    gateway = MiniGateway()
+    scenario.write_text(
+        "[fleet]\ndevices = 2\n[load]\nrate = 20\nduration_s = 0.3\nseed = 3\n[faults]\nduplicate = 0.3\n"
+    )
     for device_id in ("sim-0000", "sim-0001"):
-        gateway.register(enroll(tmp_path / "fleet" / device_id, device_id, issue))
-    url = await serve(gateway.handle)
-    assert await run("fleet", "--scenario", str(scenario), "--dir", str(tmp_path / "fleet"), "--url", url) == 0
+        await register(pki, enroll(tmp_path / "fleet" / device_id, device_id, device_ca_issue))
+    argv = ["fleet", "--scenario", str(scenario), "--dir", str(tmp_path / "fleet")]
+    assert await run(*argv, "--url", gateway.http_url) == 0
     out = capsys.readouterr().out
-    assert "s: 6 signals from 2 devices" in out and "202 accepted" in out and "latency" in out
-    assert await run("fleet", "--scenario", str(scenario), "--dir", str(tmp_path / "fleet")) == 2
+    assert "s: 6 signals from 2 devices" in out and "202 accepted" in out and "latency" in out, out
+    assert "unexpected:" not in out
+    assert await run(*argv) == 2
     assert "--url is required" in capsys.readouterr().err
 
 

@@ -1,4 +1,4 @@
-"""Faults: each produces bytes the protocol refuses for the expected reason, and the expected gateway answer."""
+"""Faults: each produces bytes the protocol refuses for the expected reason, and the real gateway's answer."""
 
 from __future__ import annotations
 
@@ -12,10 +12,25 @@ from firmware_sim import const as sim_const
 from firmware_sim.faults import unregistered_wearable
 from firmware_sim.transport import UplinkResult
 from firmware_sim.wearable import Issuer
+from gateway.app import RunningGateway
+from gateway.identity.pki import PkiLayout
 from gateway.protocol import EventType, SignedFrame, parse_signed_frame, verify_signature
 from gateway.protocol.const import MEDIA_TYPE
 from gateway.rejection import Rejection, RejectReason
-from tests.firmware_sim.conftest import MiniGateway, Serve, ThrowawayCa
+from tests.firmware_sim.conftest import ThrowawayCa, revoke
+
+#: What the gateway answers to each fault, reason included where the expectation leaves it open (413, 415).
+GATEWAY_ANSWERS = {
+    FaultKind.BAD_SIGNATURE: "401 bad-signature",
+    FaultKind.REPLAYED: "409 replayed",
+    FaultKind.DUPLICATE: "202 duplicate",
+    FaultKind.UNKNOWN_DEVICE: "403 unknown-device",
+    FaultKind.CLOCK_SKEW: "422 clock-skew",
+    FaultKind.TRUNCATED: "400 malformed",
+    FaultKind.GARBAGE: "400 malformed",
+    FaultKind.WRONG_CONTENT_TYPE: "415 unsupported-media-type",
+    FaultKind.OVERSIZED: "413 oversized",
+}
 
 
 def parsed(signed: bytes) -> SignedFrame:
@@ -115,31 +130,31 @@ def test_expectation_matches_status_reason_and_status() -> None:
     assert str(Expectation(202, status="duplicate")) == "202 duplicate"
 
 
-async def test_every_fault_gets_its_expected_answer_from_a_gateway_that_follows_the_rules(
-    wearable: VirtualWearable, serve: Serve
+async def test_every_fault_gets_its_expected_answer_from_the_gateway(
+    gateway: RunningGateway, registered: VirtualWearable, pki: PkiLayout
 ) -> None:
-    gateway = MiniGateway()
-    gateway.register(wearable)
-    gateway.revoked.add("w-revoked")
-    url = await serve(gateway.handle)
-    async with HttpUplink(url) as uplink:
+    answers: dict[FaultKind, str] = {}
+    async with HttpUplink(gateway.http_url, ca_file=pki.root_ca_cert) as uplink:
         for kind in FaultKind:
             if kind is FaultKind.REVOKED:
                 continue
-            outcome = await send_fault(uplink, make_fault(kind, wearable), deadline_s=2)
-            assert outcome.ok, (kind, outcome.result)
+            outcome = await send_fault(uplink, make_fault(kind, registered), deadline_s=5)
+            assert outcome.ok, (kind, outcome.prelude, outcome.result)
+            assert outcome.result.final and outcome.result.attempts == 1, (kind, outcome.result)
+            answers[kind] = outcome.result.label
         # A prelude the gateway refuses spoils the fault even when the body's answer matches.
-        stranger = unregistered_wearable(clock=wearable.clock)
-        outcome = await send_fault(uplink, make_fault(FaultKind.DUPLICATE, stranger), deadline_s=2)
-        assert outcome.result.status_code == 403 and not outcome.ok
+        stranger = unregistered_wearable(clock=registered.clock)
+        outcome = await send_fault(uplink, make_fault(FaultKind.DUPLICATE, stranger), deadline_s=5)
+        assert outcome.result.label == "403 unknown-device" and not outcome.ok
+    assert answers == GATEWAY_ANSWERS
 
 
-async def test_the_revoked_fault_is_answered_revoked_once_the_caller_revoked(
-    tmp_path: Path, issue: Issuer, serve: Serve
+async def test_the_revoked_fault_is_answered_revoked_once_the_device_is_revoked(
+    gateway: RunningGateway, registered: VirtualWearable, pki: PkiLayout
 ) -> None:
-    device = enroll(tmp_path / "r", "w-revoked", issue)
-    gateway = MiniGateway(revoked={"w-revoked"})
-    gateway.register(device)
-    async with HttpUplink(await serve(gateway.handle)) as uplink:
-        outcome = await send_fault(uplink, make_fault(FaultKind.REVOKED, device), deadline_s=2)
-    assert outcome.ok and outcome.result.reason == "revoked"
+    async with HttpUplink(gateway.http_url, ca_file=pki.root_ca_cert) as uplink:
+        before = await send_fault(uplink, make_fault(FaultKind.REVOKED, registered), deadline_s=5)
+        assert not before.ok and before.result.label == "202 accepted"
+        await revoke(pki, registered.device_id)
+        after = await send_fault(uplink, make_fault(FaultKind.REVOKED, registered), deadline_s=5)
+    assert after.ok and after.result.label == "403 revoked", after.result

@@ -1,22 +1,24 @@
-"""Fleets: enrolled once and reused, driven open loop on a timetable, summarised with percentiles."""
+"""Fleets: enrolled once and reused, driven open loop on a timetable against the real gateway, summarised."""
 
 from __future__ import annotations
 
-import asyncio
 import io
 import math
 import random
 from pathlib import Path
 
 import pytest
-from aiohttp import web
 from rich.console import Console
 
 from firmware_sim import DeviceStateError, Fleet, FleetReport, fleet_uplinks, parse_scenario, run_scenario
 from firmware_sim.fleet import percentile
 from firmware_sim.wearable import Issuer
-from gateway.protocol import SignedFrame, parse_signed_frame
-from tests.firmware_sim.conftest import MiniGateway, Serve
+from gateway.app import RunningGateway
+from gateway.config import HttpSettings
+from gateway.identity.pki import PkiLayout
+from gateway.protocol import AlertFrame, decode_frame
+from gateway.store.models import Signal
+from tests.firmware_sim.conftest import GatewayFactory, SlowLink, register, revoke
 
 SCENARIO = """
 name = "unit"
@@ -37,6 +39,20 @@ panic = 0.25
 heartbeat = 0.75
 [faults]
 {faults}
+"""
+
+
+#: Every fault a scenario may hold (revoked needs the gateway told: see test_faults and test_cli).
+FAULTS = """
+bad-signature = 0.1
+replayed = 0.1
+duplicate = 0.1
+unknown-device = 0.05
+clock-skew = 0.05
+truncated = 0.05
+garbage = 0.05
+wrong-content-type = 0.05
+oversized = 0.05
 """
 
 
@@ -69,59 +85,69 @@ def test_placement_keeps_every_device_within_the_radius(tmp_path: Path, issue: I
 
 
 async def test_signals_start_on_the_timetable_however_slow_the_answers(
-    tmp_path: Path, issue: Issuer, serve: Serve
+    gateway_factory: GatewayFactory, pki: PkiLayout, device_ca_issue: Issuer, tmp_path: Path
 ) -> None:
     scenario = parse_scenario(scenario_text(rate=40, duration=0.5))
-    fleet = Fleet.open(tmp_path, scenario.device_ids(), issue=issue)
-    gateway = MiniGateway()
-    for wearable in fleet.wearables:
-        gateway.register(wearable)
-
-    async def slow(request: web.Request) -> web.StreamResponse:
-        await asyncio.sleep(0.4)  # far slower than the 25 ms between starts
-        return await gateway.handle(request)
-
-    url = await serve(slow)
-    async with fleet_uplinks(url, fleet, ca_file=None, mtls=False, keep_alive=True) as uplink_for:
-        report = await run_scenario(scenario, fleet, uplink_for)
-    assert len(report.records) == 20 and report.ok
+    fleet = Fleet.open(tmp_path, scenario.device_ids(), issue=device_ca_issue)
+    # Plain HTTP, so that the slow link delays each request once (over TLS it would delay the handshake too).
+    async with gateway_factory(http=HttpSettings(port=0)) as gateway, SlowLink(gateway.http_url, 0.4) as link:
+        for wearable in fleet.wearables:
+            await register(pki, wearable)
+        async with fleet_uplinks(link.url, fleet, ca_file=None, mtls=False, keep_alive=True) as uplink_for:
+            report = await run_scenario(scenario, fleet, uplink_for)
+        stored = [decode_frame(signal.frame) for signal in await Signal.all()]
+    assert len(report.records) == 20 and report.ok, report.outcomes()
     assert [r.device_id for r in report.records[:5]] == ["f-0000", "f-0001", "f-0002", "f-0003", "f-0000"]
     assert max(r.lag_s for r in report.records) < 0.15  # open loop: nobody waited for an answer
     assert report.records[-1].due_s == pytest.approx(19 / 40)
     assert report.elapsed_s < 0.475 + 0.4 + 0.5  # the last start plus one slow answer, not 20 of them
     assert all(r.result.latency_s >= 0.4 for r in report.records)
     assert {r.kind for r in report.records} <= {"panic", "heartbeat"}
-    for body in gateway.bodies:
-        signed = parse_signed_frame(body)
-        assert isinstance(signed, SignedFrame) and signed.frame.gps is not None
-        assert abs(signed.frame.gps.lat - 52.52) < 0.01
+    assert len(stored) == 20  # every signal reached the gateway's database...
+    for frame in stored:
+        assert isinstance(frame, AlertFrame) and frame.gps is not None  # ...with the place the fleet gave it
+        assert abs(frame.gps.lat - 52.52) < 0.01
 
 
-async def test_faults_in_a_run_are_checked_against_their_expected_answers(
-    tmp_path: Path, issue: Issuer, serve: Serve
+async def test_faults_in_a_run_get_their_expected_answers_from_the_gateway(
+    gateway: RunningGateway, pki: PkiLayout, device_ca_issue: Issuer, tmp_path: Path
 ) -> None:
-    faults = "bad-signature = 0.2\nreplayed = 0.2\nduplicate = 0.1\ngarbage = 0.1\nunknown-device = 0.1"
-    scenario = parse_scenario(scenario_text(rate=100, duration=0.4, keep_alive=False, faults=faults))
-    fleet = Fleet.open(tmp_path, scenario.device_ids(), issue=issue)
-    gateway = MiniGateway()
-    for wearable in fleet.wearables[:3]:  # f-0003 is not registered: its normal signals must show as unexpected
-        gateway.register(wearable)
+    scenario = parse_scenario(scenario_text(rate=100, duration=0.4, keep_alive=False, faults=FAULTS))
+    fleet = Fleet.open(tmp_path, scenario.device_ids(), issue=device_ca_issue)
+    for wearable in fleet.wearables:
+        await register(pki, wearable)
     async with fleet_uplinks(
-        await serve(gateway.handle), fleet, ca_file=None, mtls=False, keep_alive=False
+        gateway.http_url, fleet, ca_file=pki.root_ca_cert, mtls=False, keep_alive=False
     ) as uplink_for:
         report = await run_scenario(scenario, fleet, uplink_for)
+    unexpected = [(r.kind, str(r.expected), r.result.label, r.result.detail) for r in report.records if not r.ok]
+    assert report.ok, unexpected
     kinds = {r.kind for r in report.records}
-    assert {"bad-signature", "replayed", "heartbeat"} <= kinds
+    assert {"bad-signature", "replayed", "duplicate", "unknown-device", "heartbeat"} <= kinds, kinds
+    assert report.outcomes()["409 replayed"] == sum(r.kind == "replayed" for r in report.records)
+
+    # The gateway now refuses f-0003: the summary lists its signals as unexpected answers.
+    await revoke(pki, "f-0003")
+    again = parse_scenario(scenario_text(rate=40, duration=0.2))
+    async with fleet_uplinks(
+        gateway.http_url, fleet, ca_file=pki.root_ca_cert, mtls=False, keep_alive=True
+    ) as uplink_for:
+        report = await run_scenario(again, fleet, uplink_for)
     for record in report.records:
-        registered = record.device_id != "f-0003" or record.kind in ("unknown-device", "garbage")
-        assert record.ok == registered, record
-    assert not report.ok
-    assert report.outcomes()["403 unknown-device"] >= 1
+        assert record.ok == (record.device_id != "f-0003"), record
+    assert not report.ok and report.outcomes()["403 revoked"] == 2
 
     out = io.StringIO()
     report.render(Console(file=out, width=120, highlight=False))
     text = out.getvalue()
-    for needle in ("unit: 40 signals from 4 devices", "answers", "by kind", "timing (ms)", "p99", "unexpected: #"):
+    for needle in (
+        "unit: 8 signals from 4 devices",
+        "answers",
+        "by kind",
+        "timing (ms)",
+        "p99",
+        "unexpected: #3 f-0003",
+    ):
         assert needle in text, text
 
 

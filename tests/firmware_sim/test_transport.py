@@ -1,4 +1,4 @@
-"""HttpUplink against real local HTTP(S) servers: retries, Retry-After, final answers, deadlines, connections, mTLS."""
+"""HttpUplink against scripted local servers: retries, Retry-After, final answers, deadlines, connections, mTLS."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from aiohttp import web
 from firmware_sim import HttpUplink, VirtualWearable
 from firmware_sim.transport import _retry_after
 from gateway.protocol.const import MEDIA_TYPE
-from tests.firmware_sim.conftest import Serve, ThrowawayCa, problem
+from tests.firmware_sim.conftest import StartScriptedServer, ThrowawayCa, scripted_problem
 
 INCIDENT = "4f1c2a9e-0000-4000-8000-000000000001"
 
@@ -48,11 +48,11 @@ class Script:
 
 
 async def test_503_with_retry_after_is_retried_with_the_same_bytes_after_the_wait(
-    serve: Serve, wearable: VirtualWearable
+    scripted_server: StartScriptedServer, wearable: VirtualWearable
 ) -> None:
-    script = Script(lambda: problem("overloaded", "busy", retry_after="1"), accepted)
+    script = Script(lambda: scripted_problem("overloaded", "busy", retry_after="1"), accepted)
     signed = wearable.press()
-    async with HttpUplink(await serve(script.handle)) as uplink:
+    async with HttpUplink(await scripted_server(script.handle)) as uplink:
         result = await uplink.send(signed, deadline_s=5)
     assert (result.status_code, result.status, result.incident_id, result.final) == (202, "accepted", INCIDENT, True)
     assert result.attempts == 2 and result.event == "panic" and result.accepted
@@ -62,43 +62,47 @@ async def test_503_with_retry_after_is_retried_with_the_same_bytes_after_the_wai
 
 
 async def test_429_is_retried_and_a_retry_after_beyond_the_deadline_gives_up_at_once(
-    serve: Serve, wearable: VirtualWearable
+    scripted_server: StartScriptedServer, wearable: VirtualWearable
 ) -> None:
-    limited = Script(lambda: problem("rate-limited", "slow down", retry_after="0"), accepted)
-    async with HttpUplink(await serve(limited.handle)) as up:
+    limited = Script(lambda: scripted_problem("rate-limited", "slow down", retry_after="0"), accepted)
+    async with HttpUplink(await scripted_server(limited.handle)) as up:
         result = await up.send(wearable.heartbeat(), deadline_s=5)
     assert (result.status_code, result.attempts, result.final) == (202, 2, True)
 
-    limited = Script(lambda: problem("rate-limited", "slow down", retry_after="60"))
-    async with HttpUplink(await serve(limited.handle)) as up:
+    limited = Script(lambda: scripted_problem("rate-limited", "slow down", retry_after="60"))
+    async with HttpUplink(await scripted_server(limited.handle)) as up:
         result = await up.send(wearable.heartbeat(), deadline_s=2)
     assert (result.status_code, result.reason, result.attempts, result.final) == (429, "rate-limited", 1, False)
     assert result.latency_s < 1 and result.label == "429 rate-limited" and not result.accepted
 
 
-async def test_409_is_final_after_one_attempt(serve: Serve, wearable: VirtualWearable) -> None:
-    script = Script(lambda: problem("replayed", "counter 7 was already used"))
-    async with HttpUplink(await serve(script.handle)) as uplink:
+async def test_409_is_final_after_one_attempt(scripted_server: StartScriptedServer, wearable: VirtualWearable) -> None:
+    script = Script(lambda: scripted_problem("replayed", "counter 7 was already used"))
+    async with HttpUplink(await scripted_server(script.handle)) as uplink:
         result = await uplink.send(wearable.press(), deadline_s=5)
     assert (result.status_code, result.reason, result.detail) == (409, "replayed", "counter 7 was already used")
     assert (result.attempts, result.final, result.accepted, result.label) == (1, True, False, "409 replayed")
     assert len(script.bodies) == 1
 
 
-async def test_5xx_without_retry_after_backs_off_and_retries(serve: Serve, wearable: VirtualWearable) -> None:
+async def test_5xx_without_retry_after_backs_off_and_retries(
+    scripted_server: StartScriptedServer, wearable: VirtualWearable
+) -> None:
     script = Script(
         lambda: web.Response(status=502, text="bad gateway"),
         lambda: web.Response(status=500),
         lambda: accepted("duplicate"),
     )
-    async with HttpUplink(await serve(script.handle), backoff_initial_s=0.05) as uplink:
+    async with HttpUplink(await scripted_server(script.handle), backoff_initial_s=0.05) as uplink:
         result = await uplink.send(wearable.press(), deadline_s=5)
     assert (result.status_code, result.status, result.attempts) == (202, "duplicate", 3)
 
 
-async def test_a_non_json_error_body_becomes_the_detail(serve: Serve, wearable: VirtualWearable) -> None:
+async def test_a_non_json_error_body_becomes_the_detail(
+    scripted_server: StartScriptedServer, wearable: VirtualWearable
+) -> None:
     script = Script(lambda: web.Response(status=404, text="no such route"))
-    async with HttpUplink(await serve(script.handle)) as uplink:
+    async with HttpUplink(await scripted_server(script.handle)) as uplink:
         result = await uplink.send(wearable.press(), deadline_s=5)
     assert (result.status_code, result.reason, result.detail, result.final) == (404, None, "no such route", True)
 
@@ -116,7 +120,9 @@ async def test_a_closed_port_is_retried_until_the_deadline(wearable: VirtualWear
     assert result.label == "no answer"
 
 
-async def test_a_hung_attempt_times_out_and_the_retry_succeeds(serve: Serve, wearable: VirtualWearable) -> None:
+async def test_a_hung_attempt_times_out_and_the_retry_succeeds(
+    scripted_server: StartScriptedServer, wearable: VirtualWearable
+) -> None:
     calls = 0
 
     async def slow_then_fine(request: web.Request) -> web.Response:
@@ -126,15 +132,19 @@ async def test_a_hung_attempt_times_out_and_the_retry_succeeds(serve: Serve, wea
             await asyncio.sleep(2)
         return accepted()
 
-    async with HttpUplink(await serve(slow_then_fine), request_timeout_s=0.3, backoff_initial_s=0.05) as uplink:
+    async with HttpUplink(
+        await scripted_server(slow_then_fine), request_timeout_s=0.3, backoff_initial_s=0.05
+    ) as uplink:
         result = await uplink.send(wearable.press(), deadline_s=5)
     assert (result.status_code, result.attempts) == (202, 2)
     assert result.latency_s < 1.5
 
 
-async def test_without_keep_alive_every_signal_opens_a_new_connection(serve: Serve, wearable: VirtualWearable) -> None:
+async def test_without_keep_alive_every_signal_opens_a_new_connection(
+    scripted_server: StartScriptedServer, wearable: VirtualWearable
+) -> None:
     script = Script(accepted)
-    url = await serve(script.handle)
+    url = await scripted_server(script.handle)
     async with HttpUplink(url, keep_alive=False) as uplink:
         for _ in range(3):
             assert (await uplink.send(wearable.heartbeat(), deadline_s=5)).accepted
@@ -146,7 +156,11 @@ async def test_without_keep_alive_every_signal_opens_a_new_connection(serve: Ser
 
 
 async def test_https_with_mtls_presents_the_device_certificate(
-    serve: Serve, wearable: VirtualWearable, ca: ThrowawayCa, ca_file: Path, tmp_path: Path
+    scripted_server: StartScriptedServer,
+    wearable: VirtualWearable,
+    ca: ThrowawayCa,
+    ca_file: Path,
+    tmp_path: Path,
 ) -> None:
     seen: list[str] = []
 
@@ -157,18 +171,18 @@ async def test_https_with_mtls_presents_the_device_certificate(
         seen.append(subject["commonName"])
         return accepted()
 
-    url = await serve(handler, ssl_context=ca.server_context(tmp_path, require_client_cert=True))
+    url = await scripted_server(handler, ssl_context=ca.server_context(tmp_path, require_client_cert=True))
     async with HttpUplink(url, ca_file=ca_file, client_cert=wearable.client_certificate) as uplink:
         result = await uplink.send(wearable.press(), deadline_s=5)
     assert result.accepted and seen == ["w-0001"]
 
 
 async def test_a_server_the_ca_does_not_vouch_for_is_final_not_retried(
-    serve: Serve, wearable: VirtualWearable, tmp_path: Path, ca_file: Path
+    scripted_server: StartScriptedServer, wearable: VirtualWearable, tmp_path: Path, ca_file: Path
 ) -> None:
     from tests.firmware_sim.conftest import make_ca
 
-    url = await serve(Script(accepted).handle, ssl_context=make_ca("Other CA").server_context(tmp_path))
+    url = await scripted_server(Script(accepted).handle, ssl_context=make_ca("Other CA").server_context(tmp_path))
     async with HttpUplink(url, ca_file=ca_file) as uplink:
         result = await uplink.send(wearable.press(), deadline_s=5)
     assert result.status_code is None and result.final and result.attempts == 1
