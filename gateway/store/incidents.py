@@ -157,6 +157,134 @@ _OUTBOX_COLUMNS: Final = (
 )
 
 
+@dataclass(slots=True)
+class _DeviceRow:
+    """The columns of a locked device row that a commit reads and writes."""
+
+    device_id: str
+    wearer: str
+    site: str
+    revoked: bool
+    counter_high: int
+    counter_mask: int
+    last_seen_at: datetime | None
+    battery: int | None
+    updated_at: datetime | None
+
+
+async def _lock_devices(conn: Any, device_ids: Sequence[str]) -> dict[str, _DeviceRow]:
+    """Read and lock the batch's devices, in id order (PostgreSQL: FOR UPDATE; SQLite locks the file)."""
+    dialect = conn.capabilities.dialect
+    lock = " FOR UPDATE" if dialect == "postgres" else ""
+    sql = (
+        "SELECT device_id, wearer, site, revoked_at, counter_high, counter_mask, last_seen_at, battery, updated_at "  # noqa: S608
+        f'FROM "devices" WHERE device_id IN ({", ".join(_marks(dialect, len(device_ids)))}) '
+        f"ORDER BY device_id{lock}"
+    )
+    rows = await conn.execute_query_dict(sql, list(device_ids))
+    return {
+        r["device_id"]: _DeviceRow(
+            r["device_id"],
+            r["wearer"],
+            r["site"],
+            r["revoked_at"] is not None,
+            r["counter_high"],
+            r["counter_mask"],
+            _as_datetime(r["last_seen_at"]),
+            r["battery"],
+            _as_datetime(r["updated_at"]),
+        )
+        for r in rows
+    }
+
+
+def _as_datetime(value: Any) -> datetime | None:
+    """SQLite hands back the ISO text tortoise stored; asyncpg a datetime."""
+    if value is None or isinstance(value, datetime):
+        return value
+    return datetime.fromisoformat(str(value))
+
+
+_PG_TYPES: Final = {
+    "incidents": (
+        "varchar",
+        "varchar",
+        "bigint",
+        "varchar",
+        "varchar",
+        "int",
+        "timestamptz",
+        "timestamptz",
+        "bool",
+        "bool",
+        "smallint",
+        "float8",
+        "float8",
+        "int",
+        "int",
+        "varchar",
+        "timestamptz",
+        "varchar",
+        "timestamptz",
+    ),
+    "signals": ("varchar", "bigint", "varchar", "varchar", "bytea", "varchar", "timestamptz", "timestamptz", "varchar"),
+    "incident_events": ("varchar", "varchar", "int", "varchar", "timestamptz", "text"),
+    "outbox": (
+        "varchar",
+        "varchar",
+        "varchar",
+        "varchar",
+        "bytea",
+        "bool",
+        "int",
+        "varchar",
+        "int",
+        "varchar",
+        "timestamptz",
+        "timestamptz",
+    ),
+}
+
+
+def _pg_write_statement() -> str:
+    """One statement inserting a batch into four tables and updating its devices."""
+    n = 0
+    parts = []
+    for name, (table, columns) in zip(
+        ("i", "s", "e", "o"),
+        (
+            ("incidents", _INCIDENT_COLUMNS),
+            ("signals", _SIGNAL_COLUMNS),
+            ("incident_events", _EVENT_COLUMNS),
+            ("outbox", _OUTBOX_COLUMNS),
+        ),
+        strict=True,
+    ):
+        types = _PG_TYPES[table]
+        args = ", ".join(f"${n + k + 1}::{t}[]" for k, t in enumerate(types))
+        n += len(types)
+        aliases = [f"c{k}" for k in range(len(types))]
+        select = ", ".join(f"{a}::jsonb" if c == "detail" else a for a, c in zip(aliases, columns, strict=True))
+        names = ", ".join(f'"{c}"' for c in columns)
+        alias_list = ", ".join(aliases)
+        parts.append(
+            f'{name} AS (INSERT INTO "{table}" ({names}) SELECT {select} FROM unnest({args}) AS x({alias_list}))'  # noqa: S608
+        )
+    dev = ", ".join(
+        f"${n + k + 1}::{t}[]"
+        for k, t in enumerate(("varchar", "bigint", "bigint", "timestamptz", "smallint", "timestamptz"))
+    )
+    # Names come from this module's constants; every value is a parameter.
+    update = (
+        'UPDATE "devices" AS d SET counter_high = u.h, counter_mask = u.m, last_seen_at = u.s, battery = u.b, '  # noqa: S608
+        f"updated_at = u.t FROM unnest({dev}) AS u(id, h, m, s, b, t) WHERE d.device_id = u.id"
+    )
+    return f"WITH {', '.join(parts)} {update}"
+
+
+_PG_WRITE: Final = _pg_write_statement()
+
+
 def _marks(dialect: str, count: int) -> list[str]:
     """Parameter placeholders: qmark for SQLite, $n for asyncpg."""
     return ["?" if dialect == "sqlite" else f"${i}" for i in range(1, count + 1)]
@@ -206,7 +334,7 @@ class _Batch:
     incident_updates: dict[str, Incident] = field(default_factory=dict)
 
     def change(
-        self, index: int, incident: IncidentLike, device: Device, kind: str, at: datetime, **detail: Any
+        self, index: int, incident: IncidentLike, device: _DeviceRow | Device, kind: str, at: datetime, **detail: Any
     ) -> None:
         """Record an incident change: an event in its log, then its new state and the event on the outbox."""
         event_id = f"{incident.id}:{incident.revision}:{kind}"
@@ -237,6 +365,47 @@ class _Batch:
         )
         self.outbox.append((index, state, at))
         self.outbox.append((index, event, at))
+
+    def _outbox_rows(self, gateway_id: str, lease_until: datetime) -> list[tuple[Any, ...]]:
+        # Born claimed by this gateway: it publishes them from memory; the lease lets another take over.
+        return [
+            (
+                i.key,
+                "mqtt",
+                i.alert_id,
+                i.kind,
+                i.payload,
+                i.retain,
+                i.revision,
+                "pending",
+                0,
+                gateway_id,
+                lease_until,
+                at,
+            )
+            for _, i, at in self.outbox
+        ]
+
+    async def write_postgres(
+        self, conn: Any, gateway_id: str, lease_until: datetime, devices: list[_DeviceRow]
+    ) -> None:
+        """Everything in ONE statement: data-modifying CTEs over unnest()ed column arrays (one round trip)."""
+        for incident in self.incident_updates.values():
+            await incident.save(using_db=conn, update_fields=["state", "revision", "updated_at"])
+        incidents = [tuple(getattr(i, c) for c in _INCIDENT_COLUMNS) for i in self.incidents]
+        device_rows = [
+            (d.device_id, d.counter_high, d.counter_mask, d.last_seen_at, d.battery, d.updated_at) for d in devices
+        ]
+        params: list[Any] = []
+        for table_rows, width in (
+            (incidents, len(_INCIDENT_COLUMNS)),
+            (self.signals, len(_SIGNAL_COLUMNS)),
+            (self.events, len(_EVENT_COLUMNS)),
+            (self._outbox_rows(gateway_id, lease_until), len(_OUTBOX_COLUMNS)),
+            (device_rows, 6),
+        ):
+            params.extend([list(col) for col in zip(*table_rows, strict=True)] if table_rows else [[]] * width)
+        await conn.execute_query(_PG_WRITE, params)
 
     async def write(self, conn: Any, gateway_id: str, lease_until: datetime) -> None:
         """Insert everything with one executemany per table (inside the caller's transaction)."""
@@ -308,13 +477,7 @@ class IncidentStore:
         rows = _Batch()
         device_ids = sorted({s.device.device_id for s in batch})
         async with in_transaction() as conn:
-            devices = {
-                d.device_id: d
-                for d in await Device.filter(device_id__in=device_ids)
-                .order_by("device_id")
-                .select_for_update()
-                .using_db(conn)
-            }
+            devices = await _lock_devices(conn, device_ids)
             windows = {d.device_id: ReplayWindow(d.counter_high, d.counter_mask) for d in devices.values()}
             in_batch: dict[tuple[str, int], tuple[str, str | None]] = {}
             open_by_device: dict[str, IncidentLike | None] = {}
@@ -324,7 +487,7 @@ class IncidentStore:
                 if device is None:
                     outcomes[index] = _reject(RejectReason.UNKNOWN_DEVICE, "device was removed from the registry")
                     continue
-                if device.revoked_at is not None:
+                if device.revoked:
                     outcomes[index] = _reject(RejectReason.REVOKED, f"device {device.device_id!r} is revoked")
                     continue
                 verdict = windows[device.device_id].check(frame.counter, self._window)
@@ -374,8 +537,12 @@ class IncidentStore:
             for device in devices.values():
                 w = windows[device.device_id]
                 device.counter_high, device.counter_mask = w.high, w.mask
-            await rows.write(conn, self._gateway_id, datetime.now(UTC) + self._lease)
-            await _update_devices(list(devices.values()), conn)
+            lease_until = datetime.now(UTC) + self._lease
+            if conn.capabilities.dialect == "postgres":
+                await rows.write_postgres(conn, self._gateway_id, lease_until, list(devices.values()))
+            else:
+                await rows.write(conn, self._gateway_id, lease_until)
+                await _update_devices(list(devices.values()), conn)
         by_index: dict[int, list[OutboxItem]] = {}
         for index, item, _ in rows.outbox:
             by_index.setdefault(index, []).append(item)
@@ -510,7 +677,7 @@ def _reject(reason: RejectReason, detail: str) -> SignalOutcome:
     return SignalOutcome(Outcome.REJECTED, rejection=Rejection(reason, detail))
 
 
-def _note_device(device: Device, sig: AuthenticatedSignal) -> None:
+def _note_device(device: _DeviceRow, sig: AuthenticatedSignal) -> None:
     frame = sig.signed.frame
     if device.last_seen_at is None or sig.received_at >= device.last_seen_at:
         device.last_seen_at = sig.received_at
@@ -543,7 +710,7 @@ def _new_incident(sig: AuthenticatedSignal) -> _IncidentRow:
     )
 
 
-async def _update_devices(devices: list[Device], conn: Any) -> None:
+async def _update_devices(devices: list[_DeviceRow], conn: Any) -> None:
     """Replay windows, last seen and battery of the batch's devices: one executemany."""
     if not devices:
         return
