@@ -8,7 +8,7 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final, Protocol
+from typing import Any, Final
 
 import structlog
 from tortoise.exceptions import BaseORMException, IntegrityError
@@ -79,30 +79,6 @@ class AckOutcome:
     outbox: tuple[OutboxItem, ...] = ()
 
 
-class IncidentLike(Protocol):
-    """The incident columns a view needs: an Incident model, or a row about to be inserted."""
-
-    id: str
-    device_id: str
-    counter: int
-    event: str
-    state: str
-    revision: int
-    device_time: datetime
-    received_at: datetime
-    delayed: bool
-    test: bool
-    battery: int | None
-    lat: float | None
-    lon: float | None
-    accuracy_m: int | None
-    fix_age_s: int | None
-    transport: str
-    acknowledged_by: str | None
-    acknowledged_at: datetime | None
-    updated_at: datetime
-
-
 @dataclass(slots=True)
 class _IncidentRow:
     """A new incident, inserted with executemany (building model instances costs more than the SQL)."""
@@ -127,6 +103,9 @@ class _IncidentRow:
     acknowledged_by: str | None = None
     acknowledged_at: datetime | None = None
 
+
+#: An incident as the commit sees it: a stored row (model) or one about to be inserted.
+IncidentLike = Incident | _IncidentRow
 
 _INCIDENT_COLUMNS: Final = tuple(f.name for f in fields(_IncidentRow))
 _SIGNAL_COLUMNS: Final = (
