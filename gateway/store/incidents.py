@@ -399,24 +399,7 @@ class _Batch:
         if self.events:
             await conn.execute_many(_insert_sql(dialect, "incident_events", _EVENT_COLUMNS), self.events)
         if self.outbox:
-            # Born claimed by this gateway: it publishes them from memory; the lease lets another take over.
-            rows = [
-                (
-                    i.key,
-                    "mqtt",
-                    i.alert_id,
-                    i.kind,
-                    i.payload,
-                    i.retain,
-                    i.revision,
-                    "pending",
-                    0,
-                    gateway_id,
-                    lease_until,
-                    at,
-                )
-                for _, i, at in self.outbox
-            ]
+            rows = self._outbox_rows(gateway_id, lease_until)
             await conn.execute_many(_insert_sql(dialect, "outbox", _OUTBOX_COLUMNS), rows)
 
 
