@@ -132,6 +132,21 @@ async def running_gateway(settings: GatewaySettings) -> AsyncIterator[RunningGat
                 database = False
             return {"database": database, "mqtt": link.is_connected}
 
+        background: set[asyncio.Task[None]] = set()
+
+        async def republish_one(alert_id: str) -> None:
+            try:
+                view = await store.get_incident(alert_id)
+                if view is not None:
+                    await publisher.republish([(view.alert_id, view.revision, payloads.state_payload(view))])
+            except Exception as exc:  # link down or database down: the outbox and reconnects still cover it
+                log.info("republish on retry deferred", alert_id=alert_id, error=str(exc))
+
+        def ensure_published(alert_id: str) -> None:
+            task = asyncio.create_task(republish_one(alert_id), name=f"republish-{alert_id}")
+            background.add(task)
+            task.add_done_callback(background.discard)
+
         ca_bundle = _device_ca_bundle(settings) if settings.http.require_client_cert else []
         deps = IngestDeps(
             settings=settings.http,
@@ -143,6 +158,7 @@ async def running_gateway(settings: GatewaySettings) -> AsyncIterator[RunningGat
             ),
             metrics=metrics,
             ready=ready,
+            ensure_published=ensure_published,
         )
         server = await stack.enter_async_context(HttpIngest(deps, server_ssl_context(settings.http, ca_bundle)))
         refresher = asyncio.create_task(_refresh_directory(directory), name="directory-refresh")

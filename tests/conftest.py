@@ -146,6 +146,7 @@ class Observer:
     retained: set[str] = field(default_factory=set)
     events: list[dict[str, Any]] = field(default_factory=list)
     status: dict[str, dict[str, Any]] = field(default_factory=dict)
+    state_messages: dict[str, int] = field(default_factory=dict)
     changed: asyncio.Condition = field(default_factory=asyncio.Condition)
     client: aiomqtt.Client | None = None
 
@@ -183,6 +184,7 @@ async def observe(
                 parts = topic.split("/")
                 async with obs.changed:
                     if parts[-1] == "state":
+                        obs.state_messages[parts[-2]] = obs.state_messages.get(parts[-2], 0) + 1
                         old = obs.states.get(parts[-2])
                         if old is None or doc["revision"] >= old["revision"]:
                             obs.states[parts[-2]] = doc

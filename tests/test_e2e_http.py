@@ -36,13 +36,18 @@ async def test_panic_press_reaches_command_center_and_ack_comes_back(
 async def test_retry_is_idempotent_and_replay_is_refused(
     gateway_factory: GatewayFactory, pki, client_ssl: ssl.SSLContext
 ) -> None:
-    async with gateway_factory() as gw, http_client(client_ssl) as http:
+    async with gateway_factory() as gw, observe(gw.settings.mqtt.topic_prefix) as cc, http_client(client_ssl) as http:
         w = await enroll(pki)
         first = w.frame(counter=10)
         status, body, _ = await post_frame(http, gw, first)
         assert status == 202
+        alert_id = body["incident_id"]
+        await cc.wait_for(lambda o: o.state_messages.get(alert_id, 0) == 1)
         again, body2, _ = await post_frame(http, gw, first)
-        assert (again, body2["status"], body2["incident_id"]) == (202, "duplicate", body["incident_id"])
+        assert (again, body2["status"], body2["incident_id"]) == (202, "duplicate", alert_id)
+        # The retry makes sure the command center has the press, in case the first publish was lost.
+        await cc.wait_for(lambda o: o.state_messages.get(alert_id, 0) == 2)
+        assert len(cc.states) == 1, "a retry never creates a second alert"
         # Same counter, different content: a replay.
         status, problem, _ = await post_frame(http, gw, w.frame(EventType.TEST, counter=10))
         assert status == 409 and problem["reason"] == "replayed"

@@ -46,6 +46,9 @@ class IngestDeps:
     rules: AuthRules
     metrics: Metrics
     ready: Callable[[], Awaitable[dict[str, bool]]]
+    #: Called for a retry of a stored press: its current state goes out again, whatever the outbox holds
+    #: (the first attempt's gateway may have crashed between commit and publish).
+    ensure_published: Callable[[str], None]
 
 
 DEPS: Final = web.AppKey("deps", IngestDeps)
@@ -139,6 +142,8 @@ async def post_signal(request: web.Request) -> web.Response:
     event = parsed.frame.event.name.lower()
     deps.metrics.signals_accepted.labels(event, TRANSPORT, outcome.outcome.value).inc()
     deps.metrics.ingest_latency.labels(TRANSPORT).observe(time.perf_counter() - started)
+    if outcome.outcome is Outcome.DUPLICATE and outcome.incident_id is not None:
+        deps.ensure_published(outcome.incident_id)
     if outcome.outcome is Outcome.ACCEPTED and parsed.frame.event.raises_incident:
         log.info(
             "alert accepted", device_id=device_id, alert_id=outcome.incident_id, kind=event, delayed=verdict.delayed
