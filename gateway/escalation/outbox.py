@@ -27,6 +27,9 @@ SWEEP_INTERVAL_S: Final = 2.0
 SWEEP_LIMIT: Final = 2000
 #: How long to wait before retrying after a failed publish that was not a lost connection.
 RETRY_DELAY_S: Final = 0.5
+#: Alerts whose highest published revision is remembered (to never publish an older state after a newer
+#: one). Only alerts with rows still in flight need it; the oldest entries are forgotten past this many.
+REVISIONS_REMEMBERED: Final = 100_000
 #: Keys delivered recently, remembered so a sweep that read a row before its "done" mark was committed
 #: does not publish it again (at-least-once allows it; doubling the traffic is not worth it).
 RECENT_KEYS: Final = 100_000
@@ -121,7 +124,7 @@ class OutboxPublisher:
         async def one(alert_id: str, revision: int, payload: bytes) -> None:
             async with self._inflight:
                 await self._link.publish(self._state_topic(alert_id), payload, retain=True)
-            self._published_revision[alert_id] = max(revision, self._published_revision.get(alert_id, 0))
+            self._note_published(alert_id, revision)
             self._metrics.republished.inc()
 
         await asyncio.gather(*(one(*v) for v in views_states))
@@ -142,7 +145,7 @@ class OutboxPublisher:
                     self._metrics.publish_latency.observe(time.perf_counter() - enqueued)
                     self._metrics.published.labels(item.kind).inc()
                     if item.kind == "state":
-                        self._published_revision[alert_id] = item.revision
+                        self._note_published(alert_id, item.revision)
                 queue.popleft()
                 self._held.discard(item.key)
                 self._delivered.append(item.key)
@@ -153,6 +156,11 @@ class OutboxPublisher:
             self._metrics.outbox_held.set(len(self._held))
             if not self._held:
                 self._idle.set()
+
+    def _note_published(self, alert_id: str, revision: int) -> None:
+        self._published_revision[alert_id] = max(revision, self._published_revision.get(alert_id, 0))
+        if len(self._published_revision) > REVISIONS_REMEMBERED:
+            del self._published_revision[next(iter(self._published_revision))]
 
     def _remember(self, key: str) -> None:
         self._recent[key] = None
