@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Final
 
 from cryptography import x509
@@ -21,6 +21,11 @@ from gateway.store.models import Device, Revocation
 #: An unknown device id is looked up again after this long: short enough that a device registered
 #: while the gateway runs is accepted within seconds, long enough that garbage ids don't hammer the database.
 NEGATIVE_TTL_S: Final = 2.0
+
+
+#: Revocations are looked for a little before the last refresh, so clock skew between this gateway and
+#: the one (or the CLI) that revoked cannot hide one.
+REFRESH_OVERLAP: Final = timedelta(seconds=30)
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +131,7 @@ class DeviceDirectory:
         self._trust = trust
         self._cache: dict[str, DeviceCredentials] = {}
         self._unknown: dict[str, float] = {}
+        self._refreshed_at = datetime.now(UTC)
 
     async def get(self, device_id: str, now: datetime) -> DeviceCredentials | None:
         cached = self._cache.get(device_id)
@@ -167,16 +173,15 @@ class DeviceDirectory:
         )
 
     async def refresh(self) -> None:
-        """Drop cached entries whose row changed (revocation, re-registration); cheap enough to run often."""
+        """Drop cached devices revoked since the last refresh (cheap: only those rows come back)."""
+        since = self._refreshed_at - REFRESH_OVERLAP
+        self._refreshed_at = datetime.now(UTC)
         try:
-            rows = await Device.all().values_list("device_id", "revoked_at", "cert_fingerprint")
+            revoked = await Device.filter(revoked_at__gte=since).values_list("device_id", flat=True)
         except (BaseORMException, OSError):
             return
-        current = {r[0]: (r[1], r[2]) for r in rows}
-        for device_id, creds in list(self._cache.items()):
-            row = current.get(device_id)
-            if row is None or (row[0] is not None) != creds.revoked or row[1] != creds.fingerprint:
-                del self._cache[device_id]
+        for device_id in revoked:
+            self._cache.pop(str(device_id), None)
         self._unknown.clear()
 
     def forget(self, device_id: str) -> None:
