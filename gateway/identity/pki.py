@@ -178,6 +178,20 @@ _CA_KEY_USAGE: Final = x509.KeyUsage(
     decipher_only=False,
 )
 
+#: Device keys sign frames (digitalSignature) and derive the per-device BLE advert key by ECDH with the
+#: gateway's fleet key (keyAgreement): set now, since device certificates outlive several releases.
+_DEVICE_KEY_USAGE: Final = x509.KeyUsage(
+    digital_signature=True,
+    content_commitment=False,
+    key_encipherment=False,
+    data_encipherment=False,
+    key_agreement=True,
+    key_cert_sign=False,
+    crl_sign=False,
+    encipher_only=False,
+    decipher_only=False,
+)
+
 _LEAF_KEY_USAGE: Final = x509.KeyUsage(
     digital_signature=True,
     content_commitment=False,
@@ -326,7 +340,7 @@ def issue_device_certificate(
     return (
         _builder(_name(device_id), ca.cert.subject, public_key, _validity(_utc(now), valid_days, ca.cert))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(_LEAF_KEY_USAGE, critical=True)
+        .add_extension(_DEVICE_KEY_USAGE, critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
         .add_extension(
             x509.SubjectAlternativeName([x509.UniformResourceIdentifier(device_uri(device_id))]), critical=False

@@ -191,6 +191,7 @@ def test_device_certificate_from_csr(chain: Chain) -> None:
     usage = cert.extensions.get_extension_for_class(x509.KeyUsage)
     assert usage.critical
     assert usage.value.digital_signature
+    assert usage.value.key_agreement, "the BLE advert key is derived by ECDH with the device key"
     assert not usage.value.key_cert_sign
     assert not cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
     assert cert.public_key() == key.public_key()
