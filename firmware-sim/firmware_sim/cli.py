@@ -8,6 +8,7 @@ import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from rich.console import Console
@@ -278,10 +279,58 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--certs", type=Path, default=Path("certs/dev"), help="development PKI (made once, kept)")
     demo.add_argument("--seed", type=int, default=None, help="make the presses reproducible")
     demo.set_defaults(func=_demo)
+
+    air = commands.add_parser("air", help="virtual BLE air: controllers on one link, exposed over tcp-server")
+    air.add_argument("--nodes", nargs="+", required=True, metavar="NAME=SITE:FLOOR:X:Y", help="radios to expose")
+    air.add_argument("--background", nargs="*", default=[], metavar="NAME=SITE:FLOOR:X:Y", help="foreign beacons")
+    air.add_argument("--noise-db", type=float, default=0.0, help="shadowing noise (standard deviation, dB)")
+    air.add_argument("--range-m", type=float, default=30.0, help="beyond this distance nothing is heard")
+    air.add_argument("--seed", type=int, default=None, help="reproducible noise")
+    air.set_defaults(func=_air)
     return parser
+
+
+def _placement(text: str) -> tuple[str, Any]:
+    """NAME=SITE:FLOOR:X:Y -> (name, Position); ValueError with the offending text."""
+    from firmware_sim.air import Position
+
+    try:
+        name, where = text.split("=", 1)
+        site, floor, x, y = where.split(":")
+        return name, Position(site, int(floor), float(x), float(y))
+    except ValueError:
+        raise ValueError(f"{text!r} is not NAME=SITE:FLOOR:X:Y") from None
+
+
+def _air(args: argparse.Namespace) -> int:
+    import json
+
+    from firmware_sim.air import PathLossModel, VirtualAir
+
+    nodes = [_placement(t) for t in args.nodes]
+    background = [_placement(t) for t in args.background]
+
+    async def run() -> None:
+        model = PathLossModel(noise_sigma_db=args.noise_db, range_m=args.range_m)
+        async with VirtualAir(model, seed=args.seed) as air:
+            exposed = {}
+            for name, position in nodes:
+                node = await air.add_node(name, position)
+                exposed[name] = node.transport_spec
+            for name, position in background:
+                await air.add_background_advertiser(name, position)
+            print(json.dumps(exposed), flush=True)
+            await asyncio.Event().wait()  # until Ctrl-C
+
+    asyncio.run(run())
+    return 0
 
 
 def _demo(args: argparse.Namespace) -> int:
     from firmware_sim.demo import main as demo_main
 
     return demo_main(args.workdir, args.certs, args.seed)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
