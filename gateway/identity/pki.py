@@ -484,6 +484,26 @@ class PkiLayout:
         return self.devices_dir / f"{check_device_id(device_id)}.crt"
 
     @property
+    def fleet_key(self) -> Path:
+        """The gateways' BLE fleet key (ECDH with each device key derives that device's advert keys)."""
+        return self.directory / "fleet.key"
+
+    @property
+    def fleet_public(self) -> Path:
+        """Its public half, provisioned into every wearable."""
+        return self.directory / "fleet.pub"
+
+    @property
+    def ack_key(self) -> Path:
+        """The key that signs acknowledgements wearables verify ("help is coming")."""
+        return self.directory / "ack.key"
+
+    @property
+    def ack_public(self) -> Path:
+        """Its public half, provisioned into every wearable."""
+        return self.directory / "ack.pub"
+
+    @property
     def pki_files(self) -> tuple[Path, ...]:
         """The files `init_pki` creates."""
         return (
@@ -497,6 +517,10 @@ class PkiLayout:
             self.server_key,
             self.device_ca_crl,
             self.revoked_list,
+            self.fleet_key,
+            self.fleet_public,
+            self.ack_key,
+            self.ack_public,
         )
 
 
@@ -720,6 +744,33 @@ def init_pki(layout: PkiLayout, now: datetime | None = None, force: bool = False
     _write_server(layout, server, server_ca.cert)
     _write_revoked(layout, [])
     write_crl(layout.device_ca_crl, build_crl(device_ca, [], at))
+    ensure_gateway_keys(layout)
+
+
+def ensure_gateway_keys(layout: PkiLayout) -> bool:
+    """Create the fleet (ECDH) and acknowledgement (ECDSA) key pairs if missing; True if any was made.
+
+    Two keys, one purpose each. Their public halves are what a wearable is provisioned with besides its
+    own certificate. Existing keys are never replaced: every wearable's advert keys depend on the fleet key.
+    """
+    made = False
+    for key_path, pub_path in ((layout.fleet_key, layout.fleet_public), (layout.ack_key, layout.ack_public)):
+        if key_path.exists():
+            continue
+        key = _new_key()
+        write_private_key(key_path, key, exclusive=True)
+        pem = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        _write_atomic(pub_path, pem, 0o644)
+        made = True
+    return made
+
+
+def load_public_key(path: Path) -> ec.EllipticCurvePublicKey:
+    """A P-256 public key (PEM), as provisioned into wearables."""
+    key = serialization.load_pem_public_key(_read(path, "public key"))
+    if not isinstance(key, ec.EllipticCurvePublicKey):
+        raise PkiError(f"{path} is not an EC public key")
+    return key
 
 
 def revoke_serial(layout: PkiLayout, serial: int, now: datetime | None = None, reason: str | None = None) -> bool:
