@@ -21,7 +21,10 @@ from gateway.config import GatewaySettings
 from gateway.core.authenticate import AuthRules
 from gateway.errors import StoreUnavailable
 from gateway.escalation.outbox import OutboxPublisher
+from gateway.identity.pki import PkiLayout, load_private_key
 from gateway.identity.trust import load_device_trust
+from gateway.ingest.ble.adverts import AdvertIngest
+from gateway.ingest.ble.receivers import BleReceivers
 from gateway.ingest.http import HttpIngest, IngestDeps, server_ssl_context
 from gateway.ingest.pipeline import SignalPipeline
 from gateway.observability import Metrics
@@ -57,6 +60,8 @@ class RunningGateway:
     publisher: OutboxPublisher
     link: CommandCenterLink
     metrics: Metrics
+    #: The BLE receivers, None when none are configured.
+    receivers: BleReceivers | None = None
 
 
 @asynccontextmanager
@@ -76,6 +81,7 @@ async def running_gateway(settings: GatewaySettings) -> AsyncIterator[RunningGat
         )
         prefix = mqtt.topic_prefix
         publisher_ref: list[OutboxPublisher] = []
+        receivers_ref: list[BleReceivers] = []
 
         async def on_ack(ack: Acknowledgement) -> None:
             try:
@@ -94,6 +100,8 @@ async def running_gateway(settings: GatewaySettings) -> AsyncIterator[RunningGat
             if publisher_ref and views:
                 await publisher_ref[0].republish([(v.alert_id, v.revision, payloads.state_payload(v)) for v in views])
                 log.info("republished open alerts", count=len(views))
+            for receivers in receivers_ref:
+                await receivers.republish()
 
         link = await stack.enter_async_context(
             CommandCenterLink(mqtt, gateway_id=settings.gateway_id, on_ack=on_ack, on_connected=on_connected)
@@ -163,8 +171,35 @@ async def running_gateway(settings: GatewaySettings) -> AsyncIterator[RunningGat
         server = await stack.enter_async_context(HttpIngest(deps, server_ssl_context(settings.http, ca_bundle)))
         refresher = asyncio.create_task(_refresh_directory(directory), name="directory-refresh")
         stack.push_async_callback(_cancel, refresher)
+        receivers: BleReceivers | None = None
+        if settings.ble.receivers:
+            adverts = await stack.enter_async_context(
+                AdvertIngest(
+                    fleet_key=load_private_key(PkiLayout(settings.pki.directory).fleet_key),
+                    directory=directory,
+                    pipeline=pipeline,
+                    metrics=metrics,
+                    key_refresh_s=settings.ble.key_refresh_s,
+                    service_uuid=settings.ble.service_uuid,
+                )
+            )
+
+            async def publish_retained(topic: str, payload: bytes) -> None:
+                await link.publish(topic, payload, retain=True)
+
+            receivers = await stack.enter_async_context(
+                BleReceivers(
+                    settings.ble,
+                    adverts.observe,
+                    metrics,
+                    publish=publish_retained,
+                    topic_prefix=prefix,
+                    gateway_id=settings.gateway_id,
+                )
+            )
+            receivers_ref.append(receivers)
         log.info("gateway running", gateway_id=settings.gateway_id, http=server.url, mqtt=f"{mqtt.host}:{mqtt.port}")
-        yield RunningGateway(settings, server.url, mqtt.host, mqtt.port, store, publisher, link, metrics)
+        yield RunningGateway(settings, server.url, mqtt.host, mqtt.port, store, publisher, link, metrics, receivers)
         log.info("gateway stopping", gateway_id=settings.gateway_id)
 
 

@@ -117,6 +117,43 @@ class AuthSettings(_Section):
     delayed_after_s: int = Field(60, ge=1)
 
 
+class ReceiverSettings(_Section):
+    """One BLE receiver: a bumble HCI transport and where its antenna is."""
+
+    #: Names the receiver in observations, metrics and MQTT status topics.
+    name: str = Field(pattern=r"^[A-Za-z0-9._-]{1,64}$")
+    #: A bumble transport spec: `usb:0`, `serial:/dev/ttyACM0`, `hci-socket:0`, `tcp-client:host:port`.
+    transport: str = Field(min_length=1)
+    site: str = ""
+    floor: int = 0
+    #: Position on the floor plan, metres.
+    x: float = 0.0
+    y: float = 0.0
+
+
+class BleSettings(_Section):
+    """BLE advert ingest: one passive scanner per receiver; no receivers means BLE is off."""
+
+    receivers: list[ReceiverSettings] = []
+    #: A receiver whose transport fails is reopened after an exponential, jittered delay between these bounds.
+    restart_min_s: float = Field(0.5, gt=0)
+    restart_max_s: float = Field(30.0, gt=0)
+    #: Devices registered while the gateway runs get advert keys within this many seconds (sooner when
+    #: an unknown ephemeral id is heard).
+    key_refresh_s: float = Field(10.0, gt=0)
+    #: 16-bit Service Data UUID of our adverts (docs/PROTOCOL.md §14).
+    service_uuid: int = Field(0xFD00, ge=0, le=0xFFFF)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> BleSettings:
+        names = [r.name for r in self.receivers]
+        if len(names) != len(set(names)):
+            raise ValueError("receiver names must be unique")
+        if self.restart_max_s < self.restart_min_s:
+            raise ValueError("restart_max_s must be at least restart_min_s")
+        return self
+
+
 class LogFormat(enum.StrEnum):
     CONSOLE = "console"
     JSON = "json"
@@ -145,6 +182,7 @@ class GatewaySettings(BaseSettings):
     mqtt: MqttSettings = MqttSettings()
     pki: PkiSettings = PkiSettings()
     auth: AuthSettings = AuthSettings()
+    ble: BleSettings = BleSettings()
     log: LogSettings = LogSettings()
 
     @classmethod

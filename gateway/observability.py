@@ -82,3 +82,20 @@ class Metrics:
         )
         self.store_errors = Counter("panic_store_errors", "Database operations that failed", ["operation"], registry=r)
         self.queue_depth = Gauge("panic_ingest_queue_depth", "Signals waiting for the group commit", registry=r)
+        self.ble_adverts = Counter(
+            "panic_ble_adverts",
+            "BLE adverts heard, by receiver and what became of them "
+            "(foreign, repeat, malformed, unknown-eid, bad-signature, accepted, duplicate, rejected, dropped)",
+            ["receiver", "result"],
+            registry=r,
+        )
+        self.ble_receiver_up = Gauge(
+            "panic_ble_receiver_up", "1 when the BLE receiver is scanning", ["receiver"], registry=r
+        )
+        self.ble_receiver_restarts = Counter(
+            "panic_ble_receiver_failures",
+            "BLE receiver transport failures (each followed by a restart)",
+            ["receiver"],
+            registry=r,
+        )
+        self.ble_advert_keys = Gauge("panic_ble_advert_keys", "Devices whose advert keys the gateway holds", registry=r)

@@ -339,8 +339,11 @@ class VirtualAir:
         """Exposed nodes and their TCP ports."""
         return {name: node.port for name, node in self.nodes.items() if node.port is not None}
 
-    async def add_node(self, name: str, position: Position, *, expose: bool = True) -> AirNode:
-        """Add a controller; exposed ones get a tcp-server transport on a free loopback port."""
+    async def add_node(self, name: str, position: Position, *, expose: bool = True, port: int = 0) -> AirNode:
+        """Add a controller; exposed ones get a tcp-server transport on `port` (0: a free loopback port).
+
+        Passing the port of a removed node brings "the same dongle" back, as a host that reopens it expects.
+        """
         if name in self.nodes:
             raise ValueError(f"node {name} already exists")
         public_address = hci.Address(
@@ -349,11 +352,11 @@ class VirtualAir:
         self._next_address += 1
         controller = AirController(name, position, self.link, public_address=public_address)
         server: _HciTcpServer | None = None
-        port: int | None = None
+        bound: int | None = None
         if expose:
             server = _HciTcpServer(controller)
-            port = await server.start()
-        node = AirNode(name, position, controller, port, server)
+            bound = await server.start(port)
+        node = AirNode(name, position, controller, bound, server)
         self.nodes[name] = node
         return node
 
@@ -468,9 +471,9 @@ class _HciTcpServer:
         self.active: _HostConnection | None = None
         self._server: asyncio.Server | None = None
 
-    async def start(self) -> int:
+    async def start(self, port: int = 0) -> int:
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(lambda: _HostConnection(self), LOOPBACK, 0)
+        self._server = await loop.create_server(lambda: _HostConnection(self), LOOPBACK, port)
         return int(self._server.sockets[0].getsockname()[1])
 
     async def close(self) -> None:

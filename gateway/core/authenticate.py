@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from gateway.protocol import SignedFrame, verify_signature
+from gateway.protocol import AlertFrame, SignedFrame, verify_signature
+from gateway.protocol.advert import BATTERY_UNKNOWN, AdvertSignal
 from gateway.rejection import Rejection, RejectReason
 
 
@@ -53,6 +55,8 @@ class AuthenticatedSignal:
     received_at: gateway time of receipt (UTC).
     device_time: the frame's timestamp as a datetime (UTC).
     delayed: the frame is older than the rules' delayed_after: alert anyway, marked delayed.
+    receiver: the BLE receiver that heard it (None for other transports).
+    rssi: its signal strength at that receiver, dBm (None for other transports).
     """
 
     signed: SignedFrame
@@ -61,6 +65,65 @@ class AuthenticatedSignal:
     received_at: datetime
     device_time: datetime
     delayed: bool
+    receiver: str | None = None
+    rssi: int | None = None
+
+
+#: Prefix of an advert's canonical encoding: never the start of a signed frame, so digests never collide.
+ADVERT_RECORD_PREFIX = b"advert/v1\x00"
+
+
+def advert_record(signal: AdvertSignal, received_at: datetime) -> SignedFrame:
+    """An opened advert in the shape of a signed frame, so it travels the same pipeline as HTTPS.
+
+    The frame's timestamp is the receipt time (an advert carries none). frame_bytes is a canonical
+    encoding of (device, counter, event, battery) and digest its SHA-256; there is no signature
+    (the advert's MAC was checked by open_advert).
+    """
+    battery = BATTERY_UNKNOWN if signal.battery is None else signal.battery
+    record = (
+        ADVERT_RECORD_PREFIX
+        + signal.device_id.encode("ascii")
+        + b"\x00"
+        + signal.counter.to_bytes(4, "big")
+        + bytes((int(signal.event), battery))
+    )
+    frame = AlertFrame(
+        signal.device_id, signal.counter, int(received_at.timestamp() * 1000), signal.event, battery=signal.battery
+    )
+    return SignedFrame(frame, record, b"", hashlib.sha256(record).digest())
+
+
+def authenticate_advert(
+    signal: AdvertSignal,
+    device: DeviceCredentials | None,
+    *,
+    receiver: str,
+    rssi: int | None,
+    now: datetime,
+) -> AuthenticatedSignal | Rejection:
+    """Check the registration behind an opened advert (its MAC already verified): registered, trusted, valid."""
+    if device is None:
+        return Rejection(RejectReason.UNKNOWN_DEVICE, f"device {signal.device_id!r} is not registered")
+    if device.revoked:
+        return Rejection(RejectReason.REVOKED, f"device {signal.device_id!r} is revoked")
+    if device.trust_problem is not None:
+        return device.trust_problem
+    if not device.not_before <= now <= device.not_after:
+        return Rejection(
+            RejectReason.CERT_INVALID,
+            f"certificate of {signal.device_id!r} is not valid at {now:%Y-%m-%dT%H:%M:%SZ}",
+        )
+    return AuthenticatedSignal(
+        signed=advert_record(signal, now),
+        device=device,
+        transport="ble",
+        received_at=now,
+        device_time=now,
+        delayed=False,
+        receiver=receiver,
+        rssi=rssi,
+    )
 
 
 def authenticate(

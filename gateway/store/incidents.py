@@ -22,7 +22,7 @@ from gateway.core.replay import CounterVerdict, ReplayWindow
 from gateway.errors import StoreUnavailable
 from gateway.protocol import EventType, GpsFix
 from gateway.rejection import Rejection, RejectReason
-from gateway.store.models import Device, Incident, IncidentEvent, OutboxMessage, Signal
+from gateway.store.models import Device, Incident, IncidentEvent, Observation, OutboxMessage, Signal
 
 log = structlog.get_logger(__name__)
 
@@ -120,6 +120,20 @@ _SIGNAL_COLUMNS: Final = (
     "incident_id",
 )
 _EVENT_COLUMNS: Final = ("incident_id", "event_id", "revision", "type", "at", "detail")
+_OBSERVATION_COLUMNS: Final = (
+    "incident_id",
+    "device_id",
+    "counter",
+    "event",
+    "transport",
+    "receiver",
+    "rssi",
+    "received_at",
+    "gateway_id",
+)
+#: Transport of BLE adverts: an advert carries no signature, so its bytes never equal a frame's; the same
+#: (device, counter, event) heard as an advert and as a frame (or by two receivers) is one press.
+BLE_TRANSPORT: Final = "ble"
 _OUTBOX_COLUMNS: Final = (
     "key",
     "channel",
@@ -149,6 +163,9 @@ class _DeviceRow:
     last_seen_at: datetime | None
     battery: int | None
     updated_at: datetime | None
+    nearest_receiver: str | None = None
+    nearest_rssi: int | None = None
+    nearest_counter: int | None = None
 
 
 async def _lock_devices(conn: Any, device_ids: Sequence[str]) -> dict[str, _DeviceRow]:
@@ -156,7 +173,8 @@ async def _lock_devices(conn: Any, device_ids: Sequence[str]) -> dict[str, _Devi
     dialect = conn.capabilities.dialect
     lock = " FOR UPDATE" if dialect == "postgres" else ""
     sql = (
-        "SELECT device_id, wearer, site, revoked_at, counter_high, counter_mask, last_seen_at, battery, updated_at "  # noqa: S608
+        "SELECT device_id, wearer, site, revoked_at, counter_high, counter_mask, last_seen_at, battery, updated_at, "  # noqa: S608
+        "nearest_receiver, nearest_rssi, nearest_counter "
         f'FROM "devices" WHERE device_id IN ({", ".join(_marks(dialect, len(device_ids)))}) '
         f"ORDER BY device_id{lock}"
     )
@@ -172,6 +190,9 @@ async def _lock_devices(conn: Any, device_ids: Sequence[str]) -> dict[str, _Devi
             _as_datetime(r["last_seen_at"]),
             r["battery"],
             _as_datetime(r["updated_at"]),
+            r["nearest_receiver"],
+            r["nearest_rssi"],
+            r["nearest_counter"],
         )
         for r in rows
     }
@@ -208,6 +229,17 @@ _PG_TYPES: Final = {
     ),
     "signals": ("varchar", "bigint", "varchar", "varchar", "bytea", "varchar", "timestamptz", "timestamptz", "varchar"),
     "incident_events": ("varchar", "varchar", "int", "varchar", "timestamptz", "text"),
+    "observations": (
+        "varchar",
+        "varchar",
+        "bigint",
+        "varchar",
+        "varchar",
+        "varchar",
+        "smallint",
+        "timestamptz",
+        "varchar",
+    ),
     "outbox": (
         "varchar",
         "varchar",
@@ -225,17 +257,45 @@ _PG_TYPES: Final = {
 }
 
 
+_DEVICE_UPDATE_TYPES: Final = (
+    "varchar",
+    "bigint",
+    "bigint",
+    "timestamptz",
+    "smallint",
+    "timestamptz",
+    "varchar",
+    "smallint",
+    "bigint",
+)
+
+
+def _device_update_row(d: _DeviceRow) -> tuple[Any, ...]:
+    return (
+        d.device_id,
+        d.counter_high,
+        d.counter_mask,
+        d.last_seen_at,
+        d.battery,
+        d.updated_at,
+        d.nearest_receiver,
+        d.nearest_rssi,
+        d.nearest_counter,
+    )
+
+
 def _pg_write_statement() -> str:
-    """One statement inserting a batch into four tables and updating its devices."""
+    """One statement inserting a batch into five tables and updating its devices."""
     n = 0
     parts = []
     for name, (table, columns) in zip(
-        ("i", "s", "e", "o"),
+        ("i", "s", "e", "o", "v"),
         (
             ("incidents", _INCIDENT_COLUMNS),
             ("signals", _SIGNAL_COLUMNS),
             ("incident_events", _EVENT_COLUMNS),
             ("outbox", _OUTBOX_COLUMNS),
+            ("observations", _OBSERVATION_COLUMNS),
         ),
         strict=True,
     ):
@@ -249,14 +309,12 @@ def _pg_write_statement() -> str:
         parts.append(
             f'{name} AS (INSERT INTO "{table}" ({names}) SELECT {select} FROM unnest({args}) AS x({alias_list}))'  # noqa: S608
         )
-    dev = ", ".join(
-        f"${n + k + 1}::{t}[]"
-        for k, t in enumerate(("varchar", "bigint", "bigint", "timestamptz", "smallint", "timestamptz"))
-    )
+    dev = ", ".join(f"${n + k + 1}::{t}[]" for k, t in enumerate(_DEVICE_UPDATE_TYPES))
     # Names come from this module's constants; every value is a parameter.
     update = (
         'UPDATE "devices" AS d SET counter_high = u.h, counter_mask = u.m, last_seen_at = u.s, battery = u.b, '  # noqa: S608
-        f"updated_at = u.t FROM unnest({dev}) AS u(id, h, m, s, b, t) WHERE d.device_id = u.id"
+        "updated_at = u.t, nearest_receiver = u.nr, nearest_rssi = u.nq, nearest_counter = u.nc "
+        f"FROM unnest({dev}) AS u(id, h, m, s, b, t, nr, nq, nc) WHERE d.device_id = u.id"
     )
     return f"WITH {', '.join(parts)} {update}"
 
@@ -310,6 +368,7 @@ class _Batch:
     incidents: list[_IncidentRow] = field(default_factory=list)
     events: list[tuple[Any, ...]] = field(default_factory=list)
     outbox: list[tuple[int, OutboxItem, datetime]] = field(default_factory=list)
+    observations: list[tuple[Any, ...]] = field(default_factory=list)
     incident_updates: dict[str, Incident] = field(default_factory=dict)
 
     def change(
@@ -372,16 +431,15 @@ class _Batch:
         for incident in self.incident_updates.values():
             await incident.save(using_db=conn, update_fields=["state", "revision", "updated_at"])
         incidents = [tuple(getattr(i, c) for c in _INCIDENT_COLUMNS) for i in self.incidents]
-        device_rows = [
-            (d.device_id, d.counter_high, d.counter_mask, d.last_seen_at, d.battery, d.updated_at) for d in devices
-        ]
+        device_rows = [_device_update_row(d) for d in devices]
         params: list[Any] = []
         for table_rows, width in (
             (incidents, len(_INCIDENT_COLUMNS)),
             (self.signals, len(_SIGNAL_COLUMNS)),
             (self.events, len(_EVENT_COLUMNS)),
             (self._outbox_rows(gateway_id, lease_until), len(_OUTBOX_COLUMNS)),
-            (device_rows, 6),
+            (self.observations, len(_OBSERVATION_COLUMNS)),
+            (device_rows, len(_DEVICE_UPDATE_TYPES)),
         ):
             params.extend([list(col) for col in zip(*table_rows, strict=True)] if table_rows else [[]] * width)
         await conn.execute_query(_PG_WRITE, params)
@@ -401,6 +459,8 @@ class _Batch:
         if self.outbox:
             rows = self._outbox_rows(gateway_id, lease_until)
             await conn.execute_many(_insert_sql(dialect, "outbox", _OUTBOX_COLUMNS), rows)
+        if self.observations:
+            await conn.execute_many(_insert_sql(dialect, "observations", _OBSERVATION_COLUMNS), self.observations)
 
 
 class IncidentStore:
@@ -441,7 +501,7 @@ class IncidentStore:
         async with in_transaction() as conn:
             devices = await _lock_devices(conn, device_ids)
             windows = {d.device_id: ReplayWindow(d.counter_high, d.counter_mask) for d in devices.values()}
-            in_batch: dict[tuple[str, int], tuple[str, str | None]] = {}
+            in_batch: dict[tuple[str, int], _Seen] = {}
             open_by_device: dict[str, IncidentLike | None] = {}
             for index, sig in enumerate(batch):
                 frame = sig.signed.frame
@@ -454,7 +514,11 @@ class IncidentStore:
                     continue
                 verdict = windows[device.device_id].check(frame.counter, self._window)
                 if verdict is not CounterVerdict.FRESH:
-                    outcomes[index] = await self._seen_before(sig, verdict, in_batch, conn)
+                    seen = await self._seen_before(sig, verdict, in_batch, conn)
+                    outcomes[index] = seen
+                    if seen.outcome is Outcome.DUPLICATE:
+                        _note_nearest(device, sig)
+                        rows.observations.append(self._observation(sig, seen.incident_id))
                     continue
                 windows[device.device_id] = windows[device.device_id].accept(frame.counter, self._window)
                 _note_device(device, sig)
@@ -481,7 +545,8 @@ class IncidentStore:
                         incident_id = cancelled.id
                         rows.change(index, cancelled, device, "cancelled", sig.received_at, by="wearer")
                 digest = sig.signed.digest.hex()
-                in_batch[(device.device_id, frame.counter)] = (digest, incident_id)
+                in_batch[(device.device_id, frame.counter)] = _Seen(digest, incident_id, frame.event, sig.transport)
+                rows.observations.append(self._observation(sig, incident_id))
                 rows.signals.append(
                     (
                         device.device_id,
@@ -514,21 +579,44 @@ class IncidentStore:
             if o is not None
         ]
 
+    def _observation(self, sig: AuthenticatedSignal, incident_id: str | None) -> tuple[Any, ...]:
+        frame = sig.signed.frame
+        return (
+            incident_id,
+            frame.device_id,
+            frame.counter,
+            frame.event.name.lower(),
+            sig.transport,
+            sig.receiver,
+            sig.rssi,
+            sig.received_at,
+            self._gateway_id,
+        )
+
     async def _seen_before(
         self,
         sig: AuthenticatedSignal,
         verdict: CounterVerdict,
-        in_batch: dict[tuple[str, int], tuple[str, str | None]],
+        in_batch: dict[tuple[str, int], _Seen],
         conn: Any,
     ) -> SignalOutcome:
-        """A used or too-old counter: the same frame again is a retry, anything else a replay."""
+        """A used or too-old counter: the same press again is a retry or another observation, anything else a replay.
+
+        The same press: identical frame bytes (an HTTPS or SMS retry), or, when either side is a BLE
+        advert (which carries no signature), the same event (the wearable sends one counter over
+        several transports, and every receiver in range hears the advert).
+        """
         frame = sig.signed.frame
         previous = in_batch.get((frame.device_id, frame.counter))
         if previous is None:
             row = await Signal.get_or_none(device_id=frame.device_id, counter=frame.counter, using_db=conn)
-            previous = None if row is None else (row.frame_digest, row.incident_id)
-        if previous is not None and previous[0] == sig.signed.digest.hex():
-            return SignalOutcome(Outcome.DUPLICATE, previous[1])
+            if row is not None:
+                previous = _Seen(row.frame_digest, row.incident_id, EventType[row.event.upper()], row.transport)
+        if previous is not None and (
+            previous.digest == sig.signed.digest.hex()
+            or (BLE_TRANSPORT in (sig.transport, previous.transport) and previous.event is frame.event)
+        ):
+            return SignalOutcome(Outcome.DUPLICATE, previous.incident_id)
         why = "was already used by another frame" if verdict is CounterVerdict.SEEN else "is behind the replay window"
         return _reject(RejectReason.REPLAYED, f"counter {frame.counter} {why}")
 
@@ -575,6 +663,15 @@ class IncidentStore:
 
     async def incident_events(self, alert_id: str) -> list[IncidentEvent]:
         return await IncidentEvent.filter(incident_id=alert_id).order_by("id")
+
+    async def observations(self, *, incident_id: str | None = None, device_id: str | None = None) -> list[Observation]:
+        """Observations of an incident or a device, oldest first."""
+        query = Observation.all()
+        if incident_id is not None:
+            query = query.filter(incident_id=incident_id)
+        if device_id is not None:
+            query = query.filter(device_id=device_id)
+        return await query.order_by("id")
 
     # --- outbox -------------------------------------------------------------------------------
 
@@ -635,6 +732,29 @@ class IncidentStore:
         return await OutboxMessage.filter(status="pending").count()
 
 
+@dataclass(frozen=True, slots=True)
+class _Seen:
+    """A used counter as the batch or the signals table knows it: enough to tell the same press from a replay."""
+
+    digest: str
+    incident_id: str | None
+    event: EventType
+    transport: str
+
+
+def _note_nearest(device: _DeviceRow, sig: AuthenticatedSignal) -> None:
+    """The receiver that heard the latest counter loudest is the device's nearest."""
+    if sig.receiver is None or sig.rssi is None:
+        return
+    counter = sig.signed.frame.counter
+    if (
+        device.nearest_counter is None
+        or counter > device.nearest_counter
+        or (counter == device.nearest_counter and (device.nearest_rssi is None or sig.rssi > device.nearest_rssi))
+    ):
+        device.nearest_receiver, device.nearest_rssi, device.nearest_counter = sig.receiver, sig.rssi, counter
+
+
 def _reject(reason: RejectReason, detail: str) -> SignalOutcome:
     return SignalOutcome(Outcome.REJECTED, rejection=Rejection(reason, detail))
 
@@ -646,6 +766,7 @@ def _note_device(device: _DeviceRow, sig: AuthenticatedSignal) -> None:
         if frame.battery is not None:
             device.battery = frame.battery
     device.updated_at = sig.received_at
+    _note_nearest(device, sig)
 
 
 def _new_incident(sig: AuthenticatedSignal) -> _IncidentRow:
@@ -676,11 +797,20 @@ async def _update_devices(devices: list[_DeviceRow], conn: Any) -> None:
     """Replay windows, last seen and battery of the batch's devices: one executemany."""
     if not devices:
         return
-    columns = ("counter_high", "counter_mask", "last_seen_at", "battery", "updated_at")
+    columns = (
+        "counter_high",
+        "counter_mask",
+        "last_seen_at",
+        "battery",
+        "updated_at",
+        "nearest_receiver",
+        "nearest_rssi",
+        "nearest_counter",
+    )
     marks = _marks(conn.capabilities.dialect, len(columns) + 1)
     sets = ", ".join(f'"{c}" = {m}' for c, m in zip(columns, marks, strict=False))
     sql = f'UPDATE "devices" SET {sets} WHERE "device_id" = {marks[-1]}'  # noqa: S608 - constant names
-    rows = [(d.counter_high, d.counter_mask, d.last_seen_at, d.battery, d.updated_at, d.device_id) for d in devices]
+    rows = [(*_device_update_row(d)[1:], d.device_id) for d in devices]
     await conn.execute_many(sql, rows)
 
 

@@ -28,6 +28,10 @@ class Device(Model):
     counter_mask = fields.BigIntField(default=0)
     last_seen_at = fields.DatetimeField(null=True)
     battery = fields.SmallIntField(null=True)
+    # BLE receiver that heard the device's latest counter loudest, with that RSSI and counter.
+    nearest_receiver = fields.CharField(max_length=64, null=True)
+    nearest_rssi = fields.SmallIntField(null=True)
+    nearest_counter = fields.BigIntField(null=True)
     created_at = fields.DatetimeField()
     updated_at = fields.DatetimeField()
 
@@ -122,6 +126,27 @@ class Signal(Model):
     class Meta:
         table = "signals"
         unique_together = (("device", "counter"),)
+
+
+class Observation(Model):
+    """Append-only: every time a press or heartbeat reached this gateway (each receiver, each transport)."""
+
+    id = fields.BigIntField(primary_key=True)
+    # The incident the signal belongs to, null for heartbeats.
+    incident_id = fields.CharField(max_length=36, null=True, db_index=True)
+    device_id = fields.CharField(max_length=32, db_index=True)
+    counter = fields.BigIntField()
+    event = fields.CharField(max_length=16)
+    # https, sms or ble.
+    transport = fields.CharField(max_length=16)
+    # BLE receiver name and RSSI in dBm, null for other transports.
+    receiver = fields.CharField(max_length=64, null=True)
+    rssi = fields.SmallIntField(null=True)
+    received_at = fields.DatetimeField()
+    gateway_id = fields.CharField(max_length=64)
+
+    class Meta:
+        table = "observations"
 
 
 class OutboxMessage(Model):
