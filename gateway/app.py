@@ -24,6 +24,8 @@ from gateway.escalation.outbox import OutboxPublisher
 from gateway.identity.pki import PkiLayout, load_private_key
 from gateway.identity.trust import load_device_trust
 from gateway.ingest.ble.adverts import AdvertIngest
+from gateway.ingest.ble.bumble_backend import BumbleRadio
+from gateway.ingest.ble.contacts import GattContacts
 from gateway.ingest.ble.receivers import BleReceivers
 from gateway.ingest.http import HttpIngest, IngestDeps, server_ssl_context
 from gateway.ingest.pipeline import SignalPipeline
@@ -82,6 +84,7 @@ async def running_gateway(settings: GatewaySettings) -> AsyncIterator[RunningGat
         prefix = mqtt.topic_prefix
         publisher_ref: list[OutboxPublisher] = []
         receivers_ref: list[BleReceivers] = []
+        contacts_ref: list[GattContacts] = []
 
         async def on_ack(ack: Acknowledgement) -> None:
             try:
@@ -94,6 +97,10 @@ async def running_gateway(settings: GatewaySettings) -> AsyncIterator[RunningGat
             log.info("acknowledgement", alert_id=ack.alert_id, operator=ack.operator, result=outcome.result.value)
             if outcome.result is AckResult.ACKNOWLEDGED and publisher_ref:
                 publisher_ref[0].enqueue(outcome.outbox)
+            acked = outcome.result is AckResult.ACKNOWLEDGED and bool(contacts_ref)
+            if acked and outcome.device_id is not None and outcome.counter is not None:
+                # The wearer learns it at its next BLE contact ("operator has it").
+                await contacts_ref[0].acknowledge_operator(outcome.device_id, ack.alert_id, outcome.counter)
 
         async def on_connected() -> None:
             views = await store.open_incidents()
@@ -156,14 +163,15 @@ async def running_gateway(settings: GatewaySettings) -> AsyncIterator[RunningGat
             task.add_done_callback(background.discard)
 
         ca_bundle = _device_ca_bundle(settings) if settings.http.require_client_cert else []
+        rules = AuthRules(
+            max_clock_ahead=timedelta(seconds=settings.auth.max_clock_ahead_s),
+            delayed_after=timedelta(seconds=settings.auth.delayed_after_s),
+        )
         deps = IngestDeps(
             settings=settings.http,
             directory=directory,
             pipeline=pipeline,
-            rules=AuthRules(
-                max_clock_ahead=timedelta(seconds=settings.auth.max_clock_ahead_s),
-                delayed_after=timedelta(seconds=settings.auth.delayed_after_s),
-            ),
+            rules=rules,
             metrics=metrics,
             ready=ready,
             ensure_published=ensure_published,
@@ -173,14 +181,33 @@ async def running_gateway(settings: GatewaySettings) -> AsyncIterator[RunningGat
         stack.push_async_callback(_cancel, refresher)
         receivers: BleReceivers | None = None
         if settings.ble.receivers:
+            layout = PkiLayout(settings.pki.directory)
+
+            def radio_of(name: str) -> BumbleRadio | None:
+                return receivers_ref[0].radio_of(name) if receivers_ref else None
+
+            contacts = GattContacts(
+                ack_key=load_private_key(layout.ack_key),
+                radio_of=radio_of,
+                receivers=lambda: [r.name for r in settings.ble.receivers],
+                directory=directory,
+                pipeline=pipeline,
+                store=store,
+                publish=publisher.enqueue,
+                rules=rules,
+                metrics=metrics,
+                deadline_s=settings.ble.follow_up_deadline_s,
+                connect_timeout_s=settings.ble.follow_up_connect_timeout_s,
+            )
             adverts = await stack.enter_async_context(
                 AdvertIngest(
-                    fleet_key=load_private_key(PkiLayout(settings.pki.directory).fleet_key),
+                    fleet_key=load_private_key(layout.fleet_key),
                     directory=directory,
                     pipeline=pipeline,
                     metrics=metrics,
                     key_refresh_s=settings.ble.key_refresh_s,
                     service_uuid=settings.ble.service_uuid,
+                    on_heard=contacts.heard,
                 )
             )
 
@@ -198,6 +225,8 @@ async def running_gateway(settings: GatewaySettings) -> AsyncIterator[RunningGat
                 )
             )
             receivers_ref.append(receivers)
+            # Entered after the receivers: its contacts are cancelled before their radios close.
+            contacts_ref.append(await stack.enter_async_context(contacts))
         log.info("gateway running", gateway_id=settings.gateway_id, http=server.url, mqtt=f"{mqtt.host}:{mqtt.port}")
         yield RunningGateway(settings, server.url, mqtt.host, mqtt.port, store, publisher, link, metrics, receivers)
         log.info("gateway stopping", gateway_id=settings.gateway_id)

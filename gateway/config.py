@@ -143,6 +143,10 @@ class BleSettings(_Section):
     key_refresh_s: float = Field(10.0, gt=0)
     #: 16-bit Service Data UUID of our adverts (docs/PROTOCOL.md §14).
     service_uuid: int = Field(0xFD00, ge=0, le=0xFFFF)
+    #: GATT follow-up of a new press (docs/PROTOCOL.md §15): whole deadline and one connection attempt's bound.
+    #: The defaults are the follow-up's own constants; tests shorten them.
+    follow_up_deadline_s: float = Field(20.0, gt=0)
+    follow_up_connect_timeout_s: float = Field(3.0, gt=0)
 
     @model_validator(mode="after")
     def _unique_names(self) -> BleSettings:

@@ -77,6 +77,9 @@ class AckOutcome:
     result: AckResult
     state: AlertState | None = None
     outbox: tuple[OutboxItem, ...] = ()
+    #: The acknowledged press (device and counter), so its wearable can be told.
+    device_id: str | None = None
+    counter: int | None = None
 
 
 @dataclass(slots=True)
@@ -647,7 +650,47 @@ class IncidentStore:
                 await rows.write(conn, self._gateway_id, now + self._lease)
         except (BaseORMException, OSError) as exc:
             raise StoreUnavailable(f"database error: {exc}") from exc
-        return AckOutcome(AckResult.ACKNOWLEDGED, AlertState.ACKNOWLEDGED, tuple(i for _, i, _ in rows.outbox))
+        return AckOutcome(
+            AckResult.ACKNOWLEDGED,
+            AlertState.ACKNOWLEDGED,
+            tuple(i for _, i, _ in rows.outbox),
+            incident.device_id,
+            incident.counter,
+        )
+
+    async def record_follow_up(
+        self, alert_id: str, now: datetime, *, gps: GpsFix | None = None, failure: str | None = None
+    ) -> tuple[OutboxItem, ...]:
+        """What a BLE GATT follow-up added to an incident: its GPS fix (when it had none) or its failure.
+
+        Each change is an event in the incident's log and on MQTT, with the new state; nothing to say, no change.
+        """
+        try:
+            async with in_transaction() as conn:
+                incident = await Incident.filter(id=alert_id).select_for_update().using_db(conn).first()
+                if incident is None:
+                    return ()
+                device = await Device.get(device_id=incident.device_id, using_db=conn)
+                rows = _Batch()
+                updated = ["revision", "updated_at"]
+                if gps is not None and incident.lat is None:
+                    incident.lat, incident.lon = gps.lat, gps.lon
+                    incident.accuracy_m, incident.fix_age_s = gps.accuracy_m, gps.fix_age_s
+                    incident.revision += 1
+                    incident.updated_at = now
+                    updated += ["lat", "lon", "accuracy_m", "fix_age_s"]
+                    rows.change(0, incident, device, "located", now, source="ble-gatt", accuracy_m=gps.accuracy_m)
+                if failure is not None:
+                    incident.revision += 1
+                    incident.updated_at = now
+                    rows.change(0, incident, device, "followup-failed", now, reason=failure)
+                if not rows.events:
+                    return ()
+                await incident.save(using_db=conn, update_fields=updated)
+                await rows.write(conn, self._gateway_id, now + self._lease)
+        except (BaseORMException, OSError) as exc:
+            raise StoreUnavailable(f"database error: {exc}") from exc
+        return tuple(i for _, i, _ in rows.outbox)
 
     async def open_incidents(self) -> list[IncidentView]:
         """Every open incident's current view (republished as retained state after each reconnect)."""

@@ -63,6 +63,21 @@ class AdvertObservation(NamedTuple):
     address: str
 
 
+class HeardAdvert(NamedTuple):
+    """A device's authenticated advert as one receiver heard it (what the GATT follow-ups need to know)."""
+
+    #: The device it opened as.
+    device_id: str
+    #: Name of the receiver that heard it.
+    receiver: str
+    #: Received signal strength, dBm (None if the controller did not report it).
+    rssi: int | None
+    #: The wearable's advertising address now (changes with the advert window).
+    address: str
+    #: The incident this advert just raised (its first commit), else None (a repeat, a duplicate, a heartbeat).
+    new_incident: str | None
+
+
 class AdvertResult(enum.StrEnum):
     """What became of one observation (the `result` label of panic_ble_adverts)."""
 
@@ -93,6 +108,7 @@ class AdvertIngest:
         key_refresh_s: float,
         service_uuid: int,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        on_heard: Callable[[HeardAdvert], None] | None = None,
     ) -> None:
         self._fleet_key = fleet_key
         self._directory = directory
@@ -101,10 +117,12 @@ class AdvertIngest:
         self._key_refresh_s = key_refresh_s
         self._service_uuid = service_uuid
         self._clock = clock
+        self._on_heard = on_heard
         self._table = EphemeralIdTable()
         #: device id -> certificate fingerprint of the keys in the table (a re-registered device gets new keys).
         self._fingerprints: dict[str, str] = {}
-        self._recent: OrderedDict[tuple[str, bytes], None] = OrderedDict()
+        #: (receiver, advert bytes) -> the device it opened as.
+        self._recent: OrderedDict[tuple[str, bytes], str] = OrderedDict()
         self._pending: set[asyncio.Task[None]] = set()
         self._reload_now = asyncio.Event()
         self._reloaded_at = 0.0
@@ -175,8 +193,11 @@ class AdvertIngest:
             self._count(obs.receiver, AdvertResult.MALFORMED)
             return
         key = (obs.receiver, obs.data)
-        if key in self._recent:
+        known = self._recent.get(key)
+        if known is not None:
             self._count(obs.receiver, AdvertResult.REPEAT)
+            if self._on_heard is not None:
+                self._on_heard(HeardAdvert(known, obs.receiver, obs.rssi, obs.address, None))
             return
         window = window_of(obs.received_at.timestamp())
         if window != self._table.window:
@@ -200,7 +221,7 @@ class AdvertIngest:
         if len(self._pending) >= MAX_PENDING:
             self._count(obs.receiver, AdvertResult.DROPPED)
             return
-        self._recent[key] = None
+        self._recent[key] = opened.device_id
         if len(self._recent) > RECENT_ADVERTS:
             self._recent.popitem(last=False)
         task = asyncio.create_task(self._submit(obs, opened, key), name=f"advert-{opened.device_id}")
@@ -235,7 +256,10 @@ class AdvertIngest:
         )
         self._metrics.signals_accepted.labels(event, TRANSPORT, outcome.outcome.value).inc()
         self._metrics.ingest_latency.labels(TRANSPORT).observe(time.perf_counter() - started)
-        if outcome.outcome is Outcome.ACCEPTED and opened.event.raises_incident:
+        raised = outcome.incident_id if outcome.outcome is Outcome.ACCEPTED and opened.event.raises_incident else None
+        if self._on_heard is not None:
+            self._on_heard(HeardAdvert(opened.device_id, obs.receiver, obs.rssi, obs.address, raised))
+        if raised is not None:
             log.info(
                 "alert accepted",
                 device_id=opened.device_id,

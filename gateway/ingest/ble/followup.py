@@ -180,6 +180,10 @@ class GattFollowUp:
             return None
         return await self._contact(address, device_id, read_frame=False)
 
+    async def deliver_operator_acks(self, address: str, device_id: str) -> FollowUpResult:
+        """Contact the device only to deliver its pending operator acks (they stay pending if unreachable)."""
+        return await self._contact(address, device_id, read_frame=False)
+
     async def _contact(self, address: str, device_id: str, *, read_frame: bool) -> FollowUpResult:
         contact = _Contact()
         attempts = 0

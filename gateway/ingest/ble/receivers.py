@@ -94,12 +94,19 @@ class BleReceiver:
         self._restart_max_s = restart_max_s
         self._marker = bytes((_AD_TYPE_SERVICE_DATA_16,)) + service_uuid.to_bytes(2, "little")
         self._task: asyncio.Task[None] | None = None
+        self._radio: BumbleRadio | None = None
         self.failures = 0
         self.status = ReceiverStatus.DOWN
 
     @property
     def name(self) -> str:
         return self.settings.name
+
+    @property
+    def radio(self) -> BumbleRadio | None:
+        """The open radio while the receiver is up (GATT follow-ups connect through it), else None."""
+        radio = self._radio
+        return None if radio is None or radio.is_lost else radio
 
     async def __aenter__(self) -> Self:
         self._task = asyncio.create_task(self._supervise(), name=f"ble-receiver-{self.name}")
@@ -156,9 +163,13 @@ class BleReceiver:
             )
             async with scanner:
                 log.info("ble receiver up", receiver=self.name, transport=self.settings.transport)
+                self._radio = radio
                 self._report(ReceiverStatus.UP, None)
-                with contextlib.suppress(BumbleTransportLostError):
-                    await radio.lost
+                try:
+                    with contextlib.suppress(BumbleTransportLostError):
+                        await radio.lost
+                finally:
+                    self._radio = None
 
 
 class BleReceivers:
@@ -206,6 +217,13 @@ class BleReceivers:
         for task in list(self._publishing):
             task.cancel()
         await asyncio.gather(*self._publishing, return_exceptions=True)
+
+    def radio_of(self, receiver: str) -> BumbleRadio | None:
+        """The open radio of the named receiver, None when it is down or not configured."""
+        for r in self.receivers:
+            if r.name == receiver:
+                return r.radio
+        return None
 
     def reports(self) -> dict[str, ReceiverReport]:
         """The latest status of each receiver that reported one."""
