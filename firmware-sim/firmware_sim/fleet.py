@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from firmware_sim import const
-from firmware_sim.errors import DeviceStateError
+from firmware_sim.errors import DeviceStateError, ScenarioError
 from firmware_sim.faults import Expectation, FaultKind, make_fault, send_fault
 from firmware_sim.scenario import Scenario
 from firmware_sim.transport import HttpUplink, UplinkResult
@@ -226,6 +226,11 @@ async def run_scenario(scenario: Scenario, fleet: Fleet, uplink_for: UplinkFor) 
     A slow answer never delays the next start: every signal is its own task, and the run ends when the last
     signal has its answer or gave up at its deadline.
     """
+    if scenario.ble_devices:  # refused rather than sent over HTTPS: the run would not be what the file says
+        raise ScenarioError(
+            f"{scenario.name}: fleet runs cannot put wearables on BLE yet",
+            [f"fleet.ble_share: {scenario.ble_devices} BLE wearable(s); use 0 for an HTTPS-only run"],
+        )
     loop = asyncio.get_running_loop()
     rng = random.Random(scenario.seed)  # noqa: S311 - reproducible traffic, not cryptography
     if scenario.gps:

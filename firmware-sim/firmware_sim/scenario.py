@@ -3,22 +3,56 @@
 from __future__ import annotations
 
 import math
+import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
 from firmware_sim import const
+from firmware_sim.ble_wearable import BURST_INTERVAL_MS, HEARTBEAT_INTERVAL_MS
 from firmware_sim.errors import ScenarioError
 from firmware_sim.faults import FaultKind
 from gateway.identity.const import DEVICE_ID_PATTERN
 from gateway.protocol import EventType
 
-_SECTIONS: Final = {"name", "description", "fleet", "load", "events", "faults"}
-_FLEET_KEYS: Final = {"devices", "id_prefix", "keep_alive", "gps", "gps_center", "gps_radius_m"}
+_SECTIONS: Final = {"name", "description", "fleet", "load", "events", "faults", "ble"}
+_FLEET_KEYS: Final = {"devices", "id_prefix", "keep_alive", "gps", "gps_center", "gps_radius_m", "ble_share"}
+_BLE_KEYS: Final = {"transports", "receivers", "site", "area_m", "burst_interval_ms", "heartbeat_interval_ms"}
+#: Receiver names become the gateway's `ble.receivers[].name`, so they follow its pattern.
+_RECEIVER_NAME: Final = re.compile(r"[A-Za-z0-9._-]{1,64}")
+#: A bumble transport spec: a scheme, a colon, then its argument (`tcp-client:127.0.0.1:9101`, `usb:0`).
+_TRANSPORT_SPEC: Final = re.compile(r"[a-z][a-z0-9-]*:\S*")
+#: Side of the square, in metres, the in-process air's wearables stand in: well inside a 30 m radio range.
+DEFAULT_BLE_AREA_M: Final = 20.0
+DEFAULT_BLE_SITE: Final = "sim"
 _LOAD_KEYS: Final = {"rate", "duration_s", "deadline_s", "seed"}
 # Revocation happens on the gateway, which a scenario does not drive: `panic-sim fault revoked` covers it.
 _FLEET_FAULTS: Final = frozenset(FaultKind) - {FaultKind.REVOKED}
+
+
+@dataclass(frozen=True, slots=True)
+class BleSide:
+    """Where a scenario's BLE wearables are on the air.
+
+    transports: one bumble transport spec per BLE wearable (air nodes another process exposes, or dongles);
+        empty means an in-process virtual air, whose receiver nodes are exposed for the gateway.
+    receivers: (name, x, y) of the in-process air's receiver nodes, in metres on floor 0 of `site`.
+    site: the in-process air's site.
+    area_m: the in-process air's wearables stand at random points of a square this wide.
+    burst_interval_ms, heartbeat_interval_ms: advertising intervals of a press burst and at rest.
+    """
+
+    transports: tuple[str, ...]
+    receivers: tuple[tuple[str, float, float], ...]
+    site: str
+    area_m: float
+    burst_interval_ms: float
+    heartbeat_interval_ms: float
+
+    @property
+    def in_process(self) -> bool:
+        return not self.transports
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +69,8 @@ class Scenario:
     keep_alive: reuse connections; False opens a new TCP+TLS connection per signal, like many modems.
     gps: frames carry a GPS fix; each device stands at a fixed point within gps_radius_m of gps_center.
     seed: makes event, fault and position draws reproducible.
+    ble_share: the share of the wearables that signal over BLE adverts instead of HTTPS (the last ones by id).
+    ble: where those are on the air; None when ble_share is 0.
     """
 
     name: str
@@ -50,6 +86,23 @@ class Scenario:
     gps_center: tuple[float, float]
     gps_radius_m: float
     seed: int | None
+    ble_share: float = 0.0
+    ble: BleSide | None = None
+
+    @property
+    def ble_devices(self) -> int:
+        """How many of the wearables are on BLE."""
+        return round(self.devices * self.ble_share)
+
+    def ble_device_ids(self) -> list[str]:
+        """The BLE wearables' ids: the last `ble_devices` of the fleet."""
+        ids = self.device_ids()
+        return ids[len(ids) - self.ble_devices :]
+
+    def https_device_ids(self) -> list[str]:
+        """The wearables that signal over HTTPS."""
+        ids = self.device_ids()
+        return ids[: len(ids) - self.ble_devices]
 
     @property
     def signals(self) -> int:
@@ -160,6 +213,14 @@ class _Reader:
             self.problem("load.seed", f"must be a whole number, not {seed!r}")
             seed = None
 
+        ble_share = self.number(fleet, "fleet.ble_share", 0.0, low=0, inclusive=True)
+        if ble_share > 1:
+            self.problem("fleet.ble_share", f"is a share of the devices: 0..1, not {ble_share:g}")
+        elif ble_share > 0 and round(devices * ble_share) == 0:
+            self.problem("fleet.ble_share", f"{ble_share:g} of {devices} devices is no device: raise it or use 0")
+        ble_devices = round(devices * ble_share) if 0 <= ble_share <= 1 else 0
+        ble = self.ble(document, ble_devices)
+
         scenario = Scenario(
             name=name,
             devices=devices,
@@ -174,8 +235,66 @@ class _Reader:
             gps_center=gps_center,
             gps_radius_m=self.number(fleet, "fleet.gps_radius_m", const.DEFAULT_GPS_RADIUS_M, low=0, inclusive=True),
             seed=seed,
+            ble_share=ble_share,
+            ble=ble,
         )
         return None if self.problems else scenario
+
+    def ble(self, document: dict[str, Any], ble_devices: int) -> BleSide | None:
+        if "ble" not in document:
+            if ble_devices:
+                self.problem("ble", "is required when fleet.ble_share puts wearables on BLE")
+            return None
+        table = self.table(document, "ble", _BLE_KEYS)
+        if not ble_devices:
+            self.problem("ble", "is given but no wearable is on BLE: set fleet.ble_share")
+        transports = table.get("transports", [])
+        if not isinstance(transports, list) or not all(
+            isinstance(t, str) and _TRANSPORT_SPEC.fullmatch(t) for t in transports
+        ):
+            self.problem("ble.transports", f"must be a list of bumble transport specs like 'usb:0', not {transports!r}")
+            transports = []
+        elif transports and len(transports) != ble_devices:
+            self.problem(
+                "ble.transports", f"has {len(transports)} transport(s) for {ble_devices} BLE wearable(s): one each"
+            )
+        receivers = self.receivers(table.get("receivers", {}))
+        if transports and receivers:
+            self.problem("ble.receivers", "are the in-process air's nodes: not used with ble.transports")
+        elif not transports and not receivers and ble_devices:
+            self.problem("ble.receivers", "at least one is needed on the in-process air (or give ble.transports)")
+        site = table.get("site", DEFAULT_BLE_SITE)
+        if not isinstance(site, str) or not site:
+            self.problem("ble.site", f"must be a non-empty string, not {site!r}")
+            site = DEFAULT_BLE_SITE
+        return BleSide(
+            transports=tuple(transports),
+            receivers=receivers,
+            site=site,
+            area_m=self.number(table, "ble.area_m", DEFAULT_BLE_AREA_M, low=0, inclusive=False),
+            burst_interval_ms=self.number(table, "ble.burst_interval_ms", BURST_INTERVAL_MS, low=20, inclusive=True),
+            heartbeat_interval_ms=self.number(
+                table, "ble.heartbeat_interval_ms", HEARTBEAT_INTERVAL_MS, low=20, inclusive=True
+            ),
+        )
+
+    def receivers(self, value: object) -> tuple[tuple[str, float, float], ...]:
+        if not isinstance(value, dict):
+            self.problem("ble.receivers", f"must be a table of name = [x, y] in metres, not {value!r}")
+            return ()
+        found: list[tuple[str, float, float]] = []
+        for name, at in value.items():
+            if not _RECEIVER_NAME.fullmatch(name):
+                self.problem(f"ble.receivers.{name}", "names are 1-64 characters of [A-Za-z0-9._-]")
+            elif (
+                isinstance(at, list)
+                and len(at) == 2
+                and all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in at)
+            ):
+                found.append((name, float(at[0]), float(at[1])))
+            else:
+                self.problem(f"ble.receivers.{name}", f"must be [x, y] in metres, not {at!r}")
+        return tuple(found)
 
     def center(self, value: object) -> tuple[float, float]:
         if (

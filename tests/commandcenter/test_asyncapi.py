@@ -27,6 +27,7 @@ from gateway.commandcenter import (
     status_payload,
 )
 from gateway.core.incident import AlertState
+from gateway.ingest.ble.receivers import ReceiverReport, ReceiverStatus, receiver_status_topic
 from gateway.protocol import EventType, GpsFix
 from tests.commandcenter.conftest import make_view
 
@@ -163,6 +164,7 @@ def test_every_reference_resolves(doc: dict[str, Any]) -> None:
         ("alertEvents", "{prefix}/alerts/{alert_id}/events"),
         ("alertAck", "{prefix}/alerts/{alert_id}/ack"),
         ("gatewayStatus", "{prefix}/gateways/{gateway_id}/status"),
+        ("receiverStatus", "{prefix}/gateways/{gateway_id}/receivers/{receiver}/status"),
     ],
 )
 def test_channels_and_their_parameters(doc: dict[str, Any], channel: str, address: str) -> None:
@@ -179,6 +181,7 @@ def test_channels_and_their_parameters(doc: dict[str, Any], channel: str, addres
         ("sendAlertEvent", "send", "alertEvents", False),
         ("receiveAcknowledgement", "receive", "alertAck", False),
         ("sendGatewayStatus", "send", "gatewayStatus", True),
+        ("sendReceiverStatus", "send", "receiverStatus", True),
     ],
 )
 def test_operations_from_the_gateways_point_of_view(
@@ -245,6 +248,25 @@ def test_event_and_status_payloads_satisfy_the_schema(doc: dict[str, Any]) -> No
     for status in GatewayStatus:
         payload = status_payload(gateway_id="gw-north-1", status=status, at=AT, version="0.1.0")
         assert violations(doc, message_schema(doc, "gatewayStatus"), json.loads(payload)) == []
+
+
+def test_receiver_status_matches_the_code(doc: dict[str, Any]) -> None:
+    address = doc["channels"]["receiverStatus"]["address"]
+    assert receiver_status_topic("{prefix}", "{gateway_id}", "{receiver}") == address
+    schema = message_schema(doc, "receiverStatus")
+    assert deref(doc, schema)["properties"]["status"]["enum"] == [s.value for s in ReceiverStatus]
+    examples = {e["name"]: e["payload"] for e in doc["components"]["messages"]["receiverStatus"]["examples"]}
+    up = ReceiverReport("hall-east", ReceiverStatus.UP, datetime(2025, 3, 14, 8, 0, 0, 412_000, tzinfo=UTC), None)
+    assert json.loads(up.payload()) == examples["up"]
+    down_at = datetime(2025, 3, 14, 11, 17, 5, 31_000, tzinfo=UTC)
+    down = ReceiverReport("hall-east", ReceiverStatus.DOWN, down_at, "transport lost")
+    assert json.loads(down.payload()) == examples["down"]
+    for status in ReceiverStatus:
+        produced = json.loads(
+            ReceiverReport("r-1", status, AT, "x" if status is ReceiverStatus.DOWN else None).payload()
+        )
+        assert set(produced) == set(deref(doc, schema)["properties"])
+        assert violations(doc, schema, produced) == []
 
 
 def test_ack_examples_are_accepted_by_the_gateway(doc: dict[str, Any]) -> None:

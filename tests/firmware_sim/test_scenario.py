@@ -7,9 +7,13 @@ from pathlib import Path
 import pytest
 
 from firmware_sim import FaultKind, ScenarioError, load_scenario, parse_scenario
+from firmware_sim.ble_wearable import BURST_INTERVAL_MS, HEARTBEAT_INTERVAL_MS
+from firmware_sim.fleet import Fleet, run_scenario
+from firmware_sim.wearable import Issuer
 from gateway.protocol import EventType
 
-EXAMPLE = Path(__file__).parents[2] / "firmware-sim" / "scenarios" / "example.toml"
+SCENARIOS = Path(__file__).parents[2] / "firmware-sim" / "scenarios"
+EXAMPLE = SCENARIOS / "example.toml"
 
 MINIMAL = """
 [fleet]
@@ -40,6 +44,8 @@ def test_a_minimal_scenario_gets_defaults() -> None:
     assert scenario.faults == ()
     assert (scenario.keep_alive, scenario.gps, scenario.seed, scenario.deadline_s) == (True, False, None, 30.0)
     assert scenario.name == "scenario" and scenario.signals == 10
+    assert (scenario.ble_share, scenario.ble, scenario.ble_devices) == (0.0, None, 0)
+    assert scenario.https_device_ids() == scenario.device_ids() and scenario.ble_device_ids() == []
 
 
 def test_event_names_accept_dashes_and_underscores_and_ids_widen_for_big_fleets() -> None:
@@ -48,6 +54,79 @@ def test_event_names_accept_dashes_and_underscores_and_ids_widen_for_big_fleets(
     )
     assert [e for e, _ in scenario.events] == [EventType.LOW_BATTERY, EventType.LOW_BATTERY]
     assert scenario.device_ids()[-1] == "sim-11999" and scenario.device_ids()[0] == "sim-00000"
+
+
+def test_the_mixed_scenario_puts_the_last_wearables_on_the_in_process_air() -> None:
+    scenario = load_scenario(SCENARIOS / "mixed.toml")
+    assert (scenario.devices, scenario.ble_share, scenario.ble_devices) == (20, 0.3, 6)
+    assert scenario.ble_device_ids() == [f"mix-{i:04d}" for i in range(14, 20)]
+    assert scenario.https_device_ids() == [f"mix-{i:04d}" for i in range(14)]
+    ble = scenario.ble
+    assert ble is not None and ble.in_process
+    assert ble.receivers == (("hall-west", 0.0, 0.0), ("hall-east", 20.0, 0.0))
+    assert (ble.site, ble.area_m, ble.burst_interval_ms, ble.heartbeat_interval_ms) == ("sim", 20.0, 20.0, 2000.0)
+
+
+BLE_MINIMAL = MINIMAL.replace("devices = 3", "devices = 4\nble_share = 0.5")
+
+
+def test_ble_defaults_and_transports_one_per_wearable() -> None:
+    scenario = parse_scenario(BLE_MINIMAL + "[ble]\nreceivers = { rx = [1, 2.5] }\n")
+    assert scenario.ble is not None
+    assert (scenario.ble.receivers, scenario.ble.transports) == ((("rx", 1.0, 2.5),), ())
+    assert (scenario.ble.burst_interval_ms, scenario.ble.heartbeat_interval_ms) == (
+        BURST_INTERVAL_MS,
+        HEARTBEAT_INTERVAL_MS,
+    )
+    external = parse_scenario(BLE_MINIMAL + '[ble]\ntransports = ["tcp-client:127.0.0.1:9101", "usb:0"]\n')
+    assert external.ble is not None and not external.ble.in_process
+    assert external.ble.transports == ("tcp-client:127.0.0.1:9101", "usb:0")
+    everyone = parse_scenario(BLE_MINIMAL.replace("0.5", "1") + "[ble]\nreceivers = { rx = [0, 0] }\n")
+    assert everyone.https_device_ids() == [] and len(everyone.ble_device_ids()) == 4
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        (BLE_MINIMAL, "ble: is required when fleet.ble_share puts wearables on BLE"),
+        (BLE_MINIMAL.replace("0.5", "1.5"), "fleet.ble_share: is a share of the devices: 0..1, not 1.5"),
+        (BLE_MINIMAL.replace("0.5", "0.1"), "fleet.ble_share: 0.1 of 4 devices is no device"),
+        (BLE_MINIMAL.replace("0.5", "'half'"), "fleet.ble_share: must be a number >= 0, not 'half'"),
+        (MINIMAL + "[ble]\nreceivers = { rx = [0, 0] }\n", "ble: is given but no wearable is on BLE"),
+        (BLE_MINIMAL + "[ble]\nradios = 2\n", "ble.radios: unknown setting"),
+        (BLE_MINIMAL + "[ble]\n", "ble.receivers: at least one is needed"),
+        (BLE_MINIMAL + "[ble]\nreceivers = { 'a b' = [0, 0] }\n", "ble.receivers.a b: names are 1-64 characters"),
+        (BLE_MINIMAL + "[ble]\nreceivers = { rx = [0] }\n", "ble.receivers.rx: must be [x, y] in metres"),
+        (BLE_MINIMAL + "[ble]\nreceivers = [1, 2]\n", "ble.receivers: must be a table of name = [x, y]"),
+        (BLE_MINIMAL + "[ble]\ntransports = ['usb:0']\n", "ble.transports: has 1 transport(s) for 2 BLE"),
+        (BLE_MINIMAL + "[ble]\ntransports = ['dongle']\n", "ble.transports: must be a list of bumble transport"),
+        (
+            BLE_MINIMAL + "[ble]\ntransports = ['usb:0', 'usb:1']\nreceivers = { rx = [0, 0] }\n",
+            "ble.receivers: are the in-process air's nodes: not used with ble.transports",
+        ),
+        (BLE_MINIMAL + "[ble]\nreceivers = { rx = [0, 0] }\narea_m = 0\n", "ble.area_m: must be > 0"),
+        (
+            BLE_MINIMAL + "[ble]\nreceivers = { rx = [0, 0] }\nburst_interval_ms = 5\n",
+            "ble.burst_interval_ms: must be >= 20, not 5",
+        ),
+        (BLE_MINIMAL + "[ble]\nreceivers = { rx = [0, 0] }\nsite = ''\n", "ble.site: must be a non-empty string"),
+        ("ble = 1\n" + BLE_MINIMAL, "ble: must be a table"),
+    ],
+)
+def test_ble_problems_name_the_field(text: str, problem: str) -> None:
+    with pytest.raises(ScenarioError) as caught:
+        parse_scenario(text, source="s.toml")
+    assert any(p.startswith(problem) for p in caught.value.problems), caught.value.problems
+
+
+async def test_a_fleet_run_refuses_ble_wearables_rather_than_sending_them_over_https(
+    tmp_path: Path, issue: Issuer
+) -> None:
+    scenario = parse_scenario(BLE_MINIMAL + "[ble]\nreceivers = { rx = [0, 0] }\n")
+    fleet = Fleet.open(tmp_path, scenario.device_ids(), issue=issue)
+    with pytest.raises(ScenarioError, match="cannot put wearables on BLE yet") as caught:
+        await run_scenario(scenario, fleet, lambda wearable: pytest.fail("nothing may be sent"))
+    assert caught.value.problems == ["fleet.ble_share: 2 BLE wearable(s); use 0 for an HTTPS-only run"]
 
 
 @pytest.mark.parametrize(
