@@ -53,6 +53,10 @@ class AlertEventType(enum.StrEnum):
     RESOLVED = "resolved"
     #: Every escalation step ran and nobody acknowledged.
     EXHAUSTED = "exhausted"
+    #: A better position arrived (the GPS fix of a frame read over BLE GATT); detail: source, accuracy_m.
+    LOCATED = "located"
+    #: The gateway could not complete the BLE GATT follow-up; the alert stands from the advert alone.
+    FOLLOWUP_FAILED = "followup-failed"
 
 
 def format_utc(moment: datetime) -> str:
