@@ -9,7 +9,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +20,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from gateway.app import RunningGateway, running_gateway
 from gateway.config import AuthSettings, DatabaseSettings, GatewaySettings, HttpSettings, MqttSettings, PkiSettings
+from gateway.core.authenticate import AuthenticatedSignal, AuthRules, DeviceCredentials, authenticate
 from gateway.identity.pki import PkiLayout, init_pki, issue_device_files, load_certificate, load_private_key
 from gateway.identity.trust import load_device_trust
-from gateway.protocol import AlertFrame, EventType, GpsFix, const, sign_frame
+from gateway.protocol import AlertFrame, EventType, GpsFix, SignedFrame, const, parse_signed_frame, sign_frame
 from gateway.store.registry import DeviceRegistry
 from tests import services
 
@@ -116,6 +117,20 @@ async def enroll(
         load_certificate(cert_path), wearer=wearer, site=site, phone="+15550001234", now=datetime.now(UTC)
     )
     return Wearable(device_id, load_private_key(key_path))
+
+
+TEST_RULES = AuthRules(max_clock_ahead=timedelta(seconds=300), delayed_after=timedelta(seconds=60))
+
+
+def authenticated_frame(
+    w: Wearable, creds: DeviceCredentials, event: EventType = EventType.PANIC, *, counter: int | None = None
+) -> AuthenticatedSignal:
+    """A frame from `w`, signed, parsed and authenticated as the HTTPS path would (for store and pipeline tests)."""
+    parsed = parse_signed_frame(w.frame(event, counter=counter))
+    assert isinstance(parsed, SignedFrame)
+    result = authenticate(parsed, creds, transport="https", now=datetime.now(UTC), rules=TEST_RULES)
+    assert isinstance(result, AuthenticatedSignal)
+    return result
 
 
 @pytest.fixture

@@ -6,36 +6,24 @@ from datetime import UTC, datetime, timedelta
 
 from gateway.core.authenticate import (
     AuthenticatedSignal,
-    AuthRules,
     DeviceCredentials,
-    authenticate,
     authenticate_advert,
 )
 from gateway.identity.pki import PkiLayout
 from gateway.identity.trust import load_device_trust
-from gateway.protocol import EventType, SignedFrame, parse_signed_frame
+from gateway.protocol import EventType
 from gateway.protocol.advert import AdvertSignal
 from gateway.rejection import RejectReason
 from gateway.store.db import open_database
 from gateway.store.incidents import IncidentStore, Outcome, incident_id_for
 from gateway.store.models import Device, Incident, Observation
 from gateway.store.registry import DeviceDirectory
-from tests.conftest import Wearable, enroll
-
-RULES = AuthRules(max_clock_ahead=timedelta(seconds=300), delayed_after=timedelta(seconds=60))
+from tests.conftest import authenticated_frame, enroll
 
 
 def advert(creds: DeviceCredentials, counter: int, event: EventType, receiver: str, rssi: int) -> AuthenticatedSignal:
     opened = AdvertSignal(creds.device_id, counter, event, 55, 1)
     result = authenticate_advert(opened, creds, receiver=receiver, rssi=rssi, now=datetime.now(UTC))
-    assert isinstance(result, AuthenticatedSignal)
-    return result
-
-
-def frame(w: Wearable, creds: DeviceCredentials, counter: int, event: EventType) -> AuthenticatedSignal:
-    parsed = parse_signed_frame(w.frame(event, counter=counter))
-    assert isinstance(parsed, SignedFrame)
-    result = authenticate(parsed, creds, transport="https", now=datetime.now(UTC), rules=RULES)
     assert isinstance(result, AuthenticatedSignal)
     return result
 
@@ -57,17 +45,17 @@ async def test_one_press_over_receivers_gateways_and_transports_is_one_incident(
         assert len(first[0].outbox) == 2 and first[1].outbox == ()  # one state and one event, not two of each
         (other,) = await two.commit_signals([advert(creds, 3, EventType.PANIC, "stairs", -70)])
         assert (other.outcome, other.incident_id, other.outbox) == (Outcome.DUPLICATE, press, ())
-        (https,) = await one.commit_signals([frame(w, creds, 3, EventType.PANIC)])
+        (https,) = await one.commit_signals([authenticated_frame(w, creds, EventType.PANIC, counter=3)])
         assert (https.outcome, https.incident_id) == (Outcome.DUPLICATE, press)
 
         # The same counter with another event is a replay, over either transport.
         (forged,) = await two.commit_signals([advert(creds, 3, EventType.CANCEL, "near", -50)])
         assert forged.rejection is not None and forged.rejection.reason is RejectReason.REPLAYED
-        (cancel,) = await one.commit_signals([frame(w, creds, 3, EventType.CANCEL)])
+        (cancel,) = await one.commit_signals([authenticated_frame(w, creds, EventType.CANCEL, counter=3)])
         assert cancel.rejection is not None and cancel.rejection.reason is RejectReason.REPLAYED
 
         # A frame first, then adverts of the same press: the same incident again.
-        (raised,) = await one.commit_signals([frame(w, creds, 4, EventType.FALL)])
+        (raised,) = await one.commit_signals([authenticated_frame(w, creds, EventType.FALL, counter=4)])
         (heard,) = await two.commit_signals([advert(creds, 4, EventType.FALL, "lobby", -60)])
         assert (raised.outcome, heard.outcome) == (Outcome.ACCEPTED, Outcome.DUPLICATE)
         assert heard.incident_id == raised.incident_id == incident_id_for(w.device_id, 4)

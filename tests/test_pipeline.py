@@ -7,24 +7,13 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from gateway.core.authenticate import AuthenticatedSignal, AuthRules, DeviceCredentials, authenticate
 from gateway.identity.pki import PkiLayout
 from gateway.ingest.pipeline import Overloaded, SignalPipeline
 from gateway.observability import Metrics
-from gateway.protocol import EventType, SignedFrame, parse_signed_frame
+from gateway.protocol import EventType
 from gateway.store.db import open_database
 from gateway.store.incidents import IncidentStore, OutboxItem, Outcome
-from tests.conftest import Wearable, enroll
-
-RULES = AuthRules(max_clock_ahead=timedelta(seconds=300), delayed_after=timedelta(seconds=60))
-
-
-def authenticated(w: Wearable, creds: DeviceCredentials, event: EventType) -> AuthenticatedSignal:
-    parsed = parse_signed_frame(w.frame(event))
-    assert isinstance(parsed, SignedFrame)
-    result = authenticate(parsed, creds, transport="https", now=datetime.now(UTC), rules=RULES)
-    assert isinstance(result, AuthenticatedSignal)
-    return result
+from tests.conftest import authenticated_frame, enroll
 
 
 async def test_heartbeats_are_shed_first_and_panics_still_get_in(pki: PkiLayout, db_url: str) -> None:
@@ -40,16 +29,18 @@ async def test_heartbeats_are_shed_first_and_panics_still_get_in(pki: PkiLayout,
         pipeline = SignalPipeline(store, delivered.extend, Metrics(), max_batch=4, max_queue=8)
         # Not entered yet: nothing commits, so the queue fills deterministically.
         heartbeats = [
-            asyncio.ensure_future(pipeline.submit(authenticated(w, creds, EventType.HEARTBEAT))) for _ in range(4)
+            asyncio.ensure_future(pipeline.submit(authenticated_frame(w, creds, EventType.HEARTBEAT))) for _ in range(4)
         ]
         await asyncio.sleep(0)
         with pytest.raises(Overloaded) as shed:
-            await pipeline.submit(authenticated(w, creds, EventType.HEARTBEAT))
+            await pipeline.submit(authenticated_frame(w, creds, EventType.HEARTBEAT))
         assert shed.value.retry_after >= 5, "shed chatter is told to stay away for a while"
-        panics = [asyncio.ensure_future(pipeline.submit(authenticated(w, creds, EventType.PANIC))) for _ in range(4)]
+        panics = [
+            asyncio.ensure_future(pipeline.submit(authenticated_frame(w, creds, EventType.PANIC))) for _ in range(4)
+        ]
         await asyncio.sleep(0)
         with pytest.raises(Overloaded) as shed:
-            await pipeline.submit(authenticated(w, creds, EventType.PANIC))
+            await pipeline.submit(authenticated_frame(w, creds, EventType.PANIC))
         assert shed.value.retry_after == 1
         async with pipeline:
             outcomes = await asyncio.gather(*heartbeats, *panics)
@@ -72,7 +63,7 @@ async def test_a_slow_queue_sheds_heartbeats_long_before_panics(pki: PkiLayout, 
         assert creds is not None
         store = IncidentStore(gateway_id="t", replay_window=63, outbox_lease=timedelta(seconds=30))
         pipeline = SignalPipeline(store, lambda items: None, Metrics(), max_batch=256, max_queue=1024)
-        waiting = asyncio.ensure_future(pipeline.submit(authenticated(w, creds, EventType.PANIC)))
+        waiting = asyncio.ensure_future(pipeline.submit(authenticated_frame(w, creds, EventType.PANIC)))
         await asyncio.sleep(0)
         assert pipeline.shed(EventType.HEARTBEAT) is None
         # Nothing commits (the pipeline is not running): let the oldest signal age past the chatter limit.
@@ -98,11 +89,11 @@ async def test_a_conflicting_row_does_not_refuse_its_neighbours(pki: PkiLayout, 
         ca, cb = await directory.get(a.device_id, now), await directory.get(b.device_id, now)
         assert ca is not None and cb is not None
         store = IncidentStore(gateway_id="t", replay_window=63, outbox_lease=timedelta(seconds=30))
-        first = authenticated(a, ca, EventType.PANIC)
+        first = authenticated_frame(a, ca, EventType.PANIC)
         assert [o.outcome for o in await store.commit_signals([first])] == [Outcome.ACCEPTED]
         await Device.filter(device_id=a.device_id).update(counter_high=-1, counter_mask=0)
         a.counter = 0
-        clash, fine = authenticated(a, ca, EventType.TEST), authenticated(b, cb, EventType.PANIC)
+        clash, fine = authenticated_frame(a, ca, EventType.TEST), authenticated_frame(b, cb, EventType.PANIC)
         outcomes = await store.commit_signals([clash, fine])
         assert outcomes[0].outcome is Outcome.REJECTED
         assert outcomes[1].outcome is Outcome.ACCEPTED and outcomes[1].incident_id
