@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Callable, Sequence
+from contextlib import AsyncExitStack
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -16,8 +17,8 @@ from rich.console import Console
 from firmware_sim import const
 from firmware_sim.errors import SimError
 from firmware_sim.faults import FaultKind, make_fault, send_fault
-from firmware_sim.fleet import Fleet, fleet_uplinks, run_scenario
-from firmware_sim.scenario import load_scenario
+from firmware_sim.fleet import Fleet, FleetAir, fleet_uplinks, run_scenario
+from firmware_sim.scenario import Scenario, load_scenario
 from firmware_sim.transport import HttpUplink, UplinkResult
 from firmware_sim.wearable import Issuer, VirtualWearable, enroll
 from gateway.errors import GatewayError
@@ -30,6 +31,8 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 #: Interrupted by Ctrl-C (128 + SIGINT, as shells report it).
 EXIT_INTERRUPTED = 130
+#: Time to (re)start a gateway with the receivers a BLE fleet run prints (their ports are new each run).
+FLEET_BLE_WAIT_S = 20.0
 
 _SIGNALS: dict[str, Callable[[VirtualWearable, argparse.Namespace], bytes]] = {
     "press": lambda w, args: w.press(EventType[args.event.upper().replace("-", "_")], silent=args.silent),
@@ -134,16 +137,46 @@ def _fleet(args: argparse.Namespace) -> int:
     if args.url is None:
         print("panic-sim fleet: error: --url is required unless --enroll-only is given", file=sys.stderr)
         return EXIT_USAGE
+    if scenario.ble_devices and args.ca_dir is None:
+        print("panic-sim fleet: error: BLE wearables need --ca-dir (the fleet and ack public keys)", file=sys.stderr)
+        return EXIT_USAGE
 
     async def run() -> bool:
-        async with fleet_uplinks(
-            args.url, fleet, ca_file=args.ca, mtls=args.mtls, keep_alive=scenario.keep_alive
-        ) as uplink_for:
-            report = await run_scenario(scenario, fleet, uplink_for)
+        async with AsyncExitStack() as stack:
+            air = None
+            if scenario.ble_devices:
+                air = await stack.enter_async_context(_fleet_air(scenario, fleet, args.ca_dir))
+                _print_receivers(air)
+                if air.receivers:
+                    print(f"starting in {args.ble_wait:g} s: start the gateway with these receivers", file=sys.stderr)
+                    await asyncio.sleep(args.ble_wait)
+            uplink_for = await stack.enter_async_context(
+                fleet_uplinks(args.url, fleet, ca_file=args.ca, mtls=args.mtls, keep_alive=scenario.keep_alive)
+            )
+            report = await run_scenario(scenario, fleet, uplink_for, air=air)
         report.render(Console(highlight=False))
         return report.ok
 
     return EXIT_OK if asyncio.run(run()) else EXIT_FAILED
+
+
+def _fleet_air(scenario: Scenario, fleet: Fleet, ca_dir: Path) -> FleetAir:
+    """The scenario's BLE wearables, provisioned with the public keys of the gateway's PKI in `ca_dir`."""
+    from gateway.identity.pki import PkiLayout, load_public_key
+
+    layout = PkiLayout(ca_dir)
+    return FleetAir(scenario, fleet, load_public_key(layout.fleet_public), load_public_key(layout.ack_public))
+
+
+def _print_receivers(air: FleetAir) -> None:
+    """The in-process air's receivers as the gateway's TOML wants them, on stderr (stdout is the summary)."""
+    for receiver in air.receivers:
+        where = receiver.position
+        print(
+            f'[[ble.receivers]]\nname = "{receiver.name}"\ntransport = "{receiver.transport}"\n'
+            f'site = "{where.site}"\nfloor = {where.floor}\nx = {where.x:g}\ny = {where.y:g}\n',
+            file=sys.stderr,
+        )
 
 
 def _uplink(args: argparse.Namespace, wearable: VirtualWearable) -> HttpUplink:
@@ -269,6 +302,14 @@ def _parser() -> argparse.ArgumentParser:
     fleet.add_argument("--days", type=int, metavar="N", help="certificate validity of new devices")
     fleet.add_argument(
         "--enroll-only", action="store_true", help="enrol missing devices, print their certificate files, send nothing"
+    )
+    fleet.add_argument(
+        "--ble-wait",
+        type=_seconds,
+        default=FLEET_BLE_WAIT_S,
+        metavar="S",
+        help="with BLE wearables on the in-process air: seconds between printing its receivers (for the gateway's "
+        f"[[ble.receivers]]) and the first signal (default {FLEET_BLE_WAIT_S:g})",
     )
     fleet.set_defaults(func=_fleet)
 
