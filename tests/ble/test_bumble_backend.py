@@ -21,10 +21,12 @@ from firmware_sim.air import PathLossModel, Position, VirtualAir, expected_rssi
 from gateway.ingest.ble import (
     BumbleClient,
     BumbleConnectTimeoutError,
+    BumbleRadio,
     BumbleScanner,
     BumbleTransportLostError,
     parse_advertising_data,
 )
+from gateway.ingest.ble.bumble_backend import advertising_report_data
 
 MODEL = PathLossModel(tx_power_at_1m_dbm=-59.0, exponent=2.0, noise_sigma_db=0.0, range_m=30.0)
 WEARABLE_ADDRESS = "F0:00:00:00:00:01"
@@ -144,6 +146,95 @@ async def test_out_of_range_receiver_hears_nothing_of_the_wearable(air: VirtualA
         async with asyncio.timeout(STEP_TIMEOUT_S):
             await beacon_adverts.wait()
     assert WEARABLE_ADDRESS not in heard
+
+
+def ours(raw: bytes) -> bool:
+    """The prefilter the gateway's receivers use, for the wearable's UUID."""
+    return bytes([0x16]) + struct.pack("<H", SERVICE_UUID16) in raw
+
+
+@pytest.mark.parametrize("mode", ["passive", "active"])
+async def test_prefilter_drops_foreign_adverts_and_keeps_ours(air: VirtualAir, mode: str) -> None:
+    await start_wearable(air, Position("hq", 0, 0.0, 0.0))
+    await air.add_background_advertiser("beacon", Position("hq", 0, 1.0, 0.0), interval_ms=20)
+    gateway = await air.add_node("gateway", Position("hq", 0, 2.0, 0.0))
+    heard: list[tuple[BLEDevice, AdvertisementData]] = []
+    enough = asyncio.Event()
+
+    def on_advert(device: BLEDevice, advert: AdvertisementData) -> None:
+        heard.append((device, advert))
+        if len(heard) >= 10:
+            enough.set()
+
+    async with BleakScanner(
+        on_advert,
+        scanning_mode=mode,  # type: ignore[arg-type]
+        backend=BumbleScanner,
+        bumble_transport=gateway.transport_spec,
+        bumble_prefilter=ours,
+    ):
+        async with asyncio.timeout(STEP_TIMEOUT_S):
+            await enough.wait()  # the beacon advertised as often as the wearable meanwhile
+
+    assert {device.address for device, _ in heard} == {WEARABLE_ADDRESS}
+    for _, advert in heard:  # ours arrive exactly as without a prefilter
+        assert advert.service_data == {SERVICE_UUID: PAYLOAD}
+        assert advert.local_name == ("panic-wearable" if mode == "active" else None)
+        raw, _bumble_advertisement = advert.platform_data
+        assert ours(raw)
+
+
+async def test_one_prefilter_per_radio(air: VirtualAir) -> None:
+    gateway = await air.add_node("gateway", Position("hq", 0, 0.0, 0.0))
+    async with BumbleRadio(gateway.transport_spec) as radio:
+        radio.filter_reports(ours)
+        with pytest.raises(BleakError, match="already filters"):
+            radio.filter_reports(ours)
+        radio.filter_reports(None)
+        radio.filter_reports(ours)
+
+
+def _legacy_report(data: bytes) -> hci.HCI_LE_Advertising_Report_Event.Report:
+    return hci.HCI_LE_Advertising_Report_Event.Report(
+        event_type=hci.HCI_LE_Advertising_Report_Event.EventType.ADV_NONCONN_IND,
+        address_type=hci.Address.RANDOM_DEVICE_ADDRESS,
+        address=hci.Address("C0:00:00:00:00:01"),
+        data=data,
+        rssi=-60,
+    )
+
+
+def _extended_report(data: bytes) -> hci.HCI_LE_Extended_Advertising_Report_Event.Report:
+    return hci.HCI_LE_Extended_Advertising_Report_Event.Report(
+        event_type=0x10,
+        address_type=hci.Address.RANDOM_DEVICE_ADDRESS,
+        address=hci.Address("C0:00:00:00:00:02"),
+        primary_phy=1,
+        secondary_phy=0,
+        advertising_sid=0,
+        tx_power=0x7F,
+        rssi=-70,
+        periodic_advertising_interval=0,
+        direct_address_type=0,
+        direct_address=hci.Address.ANY,
+        data=data,
+    )
+
+
+def test_advertising_report_data_reads_every_report_as_received() -> None:
+    first, second = b"\x02\x01\x06\x04\xff\x59\x00\xab", b"\x05\x16\xaa\xfe\x01\x02\x00"  # padding kept
+    legacy = bytes(hci.HCI_LE_Advertising_Report_Event([_legacy_report(first), _legacy_report(second)]))
+    extended = bytes(hci.HCI_LE_Extended_Advertising_Report_Event([_extended_report(first), _extended_report(b"")]))
+    assert advertising_report_data(legacy) == [first, second]
+    assert advertising_report_data(extended) == [first, b""]
+
+
+def test_advertising_report_data_leaves_other_and_malformed_packets_to_bumble() -> None:
+    legacy = bytes(hci.HCI_LE_Advertising_Report_Event([_legacy_report(b"\x02\x01\x06")]))
+    assert advertising_report_data(bytes(hci.HCI_Reset_Command())) is None
+    assert advertising_report_data(bytes([0x04, 0x0E, 0x04, 0x01, 0x03, 0x0C, 0x00])) is None  # Command Complete
+    for cut in range(len(legacy)):
+        assert advertising_report_data(legacy[:cut]) is None  # truncated: bumble decides what it is
 
 
 async def test_client_reads_writes_and_disconnects(air: VirtualAir) -> None:

@@ -18,6 +18,13 @@ Each advertisement reaches bleak's detection callback as ``BLEDevice`` (``detail
 ``hci.Address``, with its type) and ``AdvertisementData`` whose ``platform_data`` is ``(raw_ad_bytes, advertisement)``:
 the raw AD structures as received (advert followed by scan response) and the bumble ``Advertisement``.
 
+``bumble_prefilter=`` (a ``Callable[[bytes], bool]`` on those raw AD bytes) drops every advert it rejects before
+any bleak object is built; when scanning passively it runs on the HCI report bytes themselves, so bumble does not
+even parse a rejected report (a crowded air is mostly other vendors' beacons)::
+
+    BleakScanner(on_advert, scanning_mode="passive", backend=BumbleScanner, bumble_radio=radio,
+                 bumble_prefilter=lambda raw: b"\x16\x00\xfd" in raw)
+
 Errors (all are bleak's, so callers catch ``BleakError``)::
 
     BleakError
@@ -54,7 +61,7 @@ from bumble import att, core, hci
 from bumble.device import Advertisement, Connection, Device, Peer
 from bumble.gatt_client import CharacteristicProxy
 from bumble.transport import open_transport
-from bumble.transport.common import Transport
+from bumble.transport.common import Transport, TransportSink
 
 from gateway.ingest.ble import const
 
@@ -65,12 +72,16 @@ __all__ = [
     "BumbleScanner",
     "BumbleTransportLostError",
     "ParsedAdvertisingData",
+    "advertising_report_data",
     "parse_advertising_data",
 ]
 
 log = structlog.get_logger(__name__)
 
 _T = TypeVar("_T")
+
+#: A predicate on an advert's raw AD bytes: False drops the advert before bleak (or bumble) sees it.
+AdvertPrefilter = Callable[[bytes], bool]
 
 # Bluetooth base UUID: 16- and 32-bit UUIDs are short forms of 0000xxxx-0000-1000-8000-00805f9b34fb.
 _BASE_UUID_TAIL = "-0000-1000-8000-00805f9b34fb"
@@ -86,6 +97,17 @@ _AD_SERVICE_DATA_16 = 0x16
 _AD_SERVICE_DATA_32 = 0x20
 _AD_SERVICE_DATA_128 = 0x21
 _AD_MANUFACTURER = 0xFF
+
+# HCI LE advertising report events (Core Vol 4, Part E, 7.7.65.2 and 7.7.65.13), read before bumble parses them:
+# packet type, LE Meta event code, subevent codes, and the bytes of each report before its Data_Length (and after
+# its data: the legacy report's RSSI).
+_HCI_EVENT_PACKET = 0x04
+_HCI_LE_META_EVENT = 0x3E
+_LE_ADVERTISING_REPORT = 0x02
+_LE_EXTENDED_ADVERTISING_REPORT = 0x0D
+_LEGACY_REPORT_HEADER = 8  # event type, address type, address
+_LEGACY_REPORT_TRAILER = 1  # RSSI
+_EXTENDED_REPORT_HEADER = 23  # event type (2), address type, address, PHYs, SID, TX power, RSSI, interval, direct
 
 # Characteristic property bits (Core Vol 3, Part G, 3.3.1.1) in bleak's names.
 _PROPERTY_NAMES: tuple[tuple[int, CharacteristicPropertyName], ...] = (
@@ -175,6 +197,35 @@ def parse_advertising_data(raw: bytes) -> ParsedAdvertisingData:
     return ParsedAdvertisingData(name or short_name, manufacturer, service_data, service_uuids, tx_power)
 
 
+def advertising_report_data(packet: bytes) -> list[bytes] | None:
+    """The AD bytes of each report in an HCI LE (Extended) Advertising Report event, as received from the controller.
+
+    None for any other packet, and for a malformed report event (bumble then parses and rejects it as usual).
+    """
+    if len(packet) < 5 or packet[0] != _HCI_EVENT_PACKET or packet[1] != _HCI_LE_META_EVENT:
+        return None
+    subevent = packet[3]
+    if subevent == _LE_ADVERTISING_REPORT:
+        header, trailer = _LEGACY_REPORT_HEADER, _LEGACY_REPORT_TRAILER
+    elif subevent == _LE_EXTENDED_ADVERTISING_REPORT:
+        header, trailer = _EXTENDED_REPORT_HEADER, 0
+    else:
+        return None
+    end = min(len(packet), 3 + packet[2])
+    offset = 5
+    reports: list[bytes] = []
+    for _ in range(packet[4]):
+        length_at = offset + header
+        if length_at >= end:
+            return None
+        data_end = length_at + 1 + packet[length_at]
+        if data_end + trailer > end:
+            return None
+        reports.append(packet[length_at + 1 : data_end])
+        offset = data_end + trailer
+    return reports
+
+
 def _bleak_uuid(value: core.UUID) -> str:
     return _uuid_from_le(value.to_bytes(force_128=True))
 
@@ -200,6 +251,7 @@ class BumbleRadio:
         self._device: Device | None = None
         self._lost: asyncio.Future[None] | None = None
         self._terminated: asyncio.Future[None] | None = None
+        self._report_gate: _ReportGate | None = None
         #: bumble allows one LE connection attempt at a time per controller.
         self.connect_lock = asyncio.Lock()
 
@@ -243,6 +295,8 @@ class BumbleRadio:
         if self._terminated is not None:
             self._terminated.add_done_callback(self._on_transport_terminated)
         self._device = Device.with_hci(self._name, self._address, self._transport.source, self._transport.sink)
+        self._report_gate = _ReportGate(self._device.host)
+        self._transport.source.set_packet_sink(self._report_gate)
         try:
             async with asyncio.timeout(const.POWER_ON_TIMEOUT_S):
                 await self._device.power_on()
@@ -253,6 +307,18 @@ class BumbleRadio:
                 BleakBluetoothNotAvailableReason.POWERED_OFF,
             ) from error
 
+    def filter_reports(self, prefilter: AdvertPrefilter | None) -> None:
+        """Drop advertising reports whose AD bytes `prefilter` rejects before bumble parses them (None: keep all).
+
+        Only for passive scanning, where each report is a whole advert: an active scan merges a scan response into
+        the advert before it, so a report cannot be judged alone. One scanner per radio sets it.
+        """
+        if self._report_gate is None:
+            raise BleakError(f"bumble radio on {self.transport_spec} is not started")
+        if prefilter is not None and self._report_gate.prefilter is not None:
+            raise BleakError(f"bumble radio on {self.transport_spec} already filters its reports")
+        self._report_gate.prefilter = prefilter
+
     def _on_transport_terminated(self, _future: asyncio.Future[None]) -> None:
         if self._lost is not None and not self._lost.done():
             log.warning("bumble transport lost", transport=self.transport_spec)
@@ -261,6 +327,7 @@ class BumbleRadio:
     async def close(self) -> None:
         device, transport = self._device, self._transport
         self._device = self._transport = None
+        self._report_gate = None
         if device is not None and not self.is_lost:
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(const.DISCONNECT_TIMEOUT_S):
@@ -282,6 +349,27 @@ class BumbleRadio:
             raise BleakError(f"{what}: controller did not answer") from error
         except (core.BaseBumbleError, hci.HCI_Error) as error:
             raise BleakError(f"{what}: {error}") from error
+
+
+class _ReportGate:
+    """The host's packet sink in front of it: passes every HCI packet on but advertising reports nobody wants."""
+
+    def __init__(self, host: TransportSink) -> None:
+        self.host = host
+        self.prefilter: AdvertPrefilter | None = None
+
+    def on_packet(self, packet: bytes) -> None:
+        prefilter = self.prefilter
+        if prefilter is not None:
+            reports = advertising_report_data(packet)
+            if reports is not None and not any(prefilter(data) for data in reports):
+                return  # a report that passes keeps the whole event; the scanner drops the others after bumble
+        self.host.on_packet(packet)
+
+    def on_transport_lost(self) -> None:
+        on_transport_lost = getattr(self.host, "on_transport_lost", None)
+        if on_transport_lost is not None:
+            on_transport_lost()
 
 
 class _RadioHandle:
@@ -326,6 +414,7 @@ class BumbleScanner(BaseBleakScanner):
         super().__init__(detection_callback, service_uuids)
         self._active = scanning_mode == "active"
         self._handle = _RadioHandle(kwargs, "BumbleScanner")
+        self._prefilter: AdvertPrefilter | None = kwargs.get(const.PREFILTER_KWARG)
         self._scanning = False
 
     async def start(self) -> None:
@@ -333,6 +422,8 @@ class BumbleScanner(BaseBleakScanner):
         self.seen_devices = {}
         radio.device.on(Device.EVENT_ADVERTISEMENT, self._on_advertisement)
         try:
+            if self._prefilter is not None and not self._active:
+                radio.filter_reports(self._prefilter)
             await radio.command(
                 radio.device.start_scanning(
                     active=self._active,
@@ -361,12 +452,17 @@ class BumbleScanner(BaseBleakScanner):
     async def _teardown(self, radio: BumbleRadio) -> None:
         with contextlib.suppress(BleakError):
             radio.device.remove_listener(Device.EVENT_ADVERTISEMENT, self._on_advertisement)
+        if self._prefilter is not None and not self._active:
+            with contextlib.suppress(BleakError):
+                radio.filter_reports(None)
         await self._handle.release()
 
     def _on_advertisement(self, advertisement: Advertisement) -> None:
         raw = b"".join(
             bytes([len(data) + 1, int(ad_type)]) + data for ad_type, data in advertisement.data.ad_structures
         )
+        if self._prefilter is not None and not self._prefilter(raw):
+            return
         parsed = parse_advertising_data(raw)
         if not self.is_allowed_uuid(parsed.service_uuids):
             return

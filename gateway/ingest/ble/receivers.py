@@ -120,9 +120,13 @@ class BleReceiver:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
+    def _is_ours(self, raw: bytes) -> bool:
+        """The scanner's prefilter: other vendors' adverts are dropped before bumble and bleak parse them."""
+        return self._marker in raw
+
     def _detected(self, device: BLEDevice, advert: AdvertisementData) -> None:
         raw, _ = advert.platform_data
-        if self._marker not in raw:  # not ours: no allocation beyond the substring search
+        if self._marker not in raw:  # the prefilter let it through, so this only guards the contract
             return
         self._on_advert(AdvertObservation(self.name, advert.rssi, datetime.now(UTC), bytes(raw), device.address))
 
@@ -160,6 +164,7 @@ class BleReceiver:
                 scanning_mode="passive",
                 backend=BumbleScanner,
                 bumble_radio=radio,
+                bumble_prefilter=self._is_ours,
             )
             async with scanner:
                 log.info("ble receiver up", receiver=self.name, transport=self.settings.transport)
