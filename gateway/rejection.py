@@ -45,7 +45,9 @@ class Rejection:
 
     reason: machine-readable cause (stable across versions).
     detail: one human-readable sentence for logs and problem bodies; never contains key material.
+    retry_after: for "retry later" reasons (rate-limited, overloaded), seconds the device must wait.
     """
 
     reason: RejectReason
     detail: str
+    retry_after: float | None = None

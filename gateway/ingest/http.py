@@ -16,13 +16,14 @@ from cryptography import x509
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway.config import HttpSettings
-from gateway.core.authenticate import AuthRules, authenticate
+from gateway.core.authenticate import AuthRules
 from gateway.core.ratelimit import RateLimiter
 from gateway.errors import PkiError, StoreUnavailable
 from gateway.identity.pki import device_id_of
-from gateway.ingest.pipeline import Overloaded, SignalPipeline
+from gateway.ingest.frames import accept_signed_frame
+from gateway.ingest.pipeline import SignalPipeline
 from gateway.observability import Metrics
-from gateway.protocol import const, parse_signed_frame
+from gateway.protocol import const
 from gateway.rejection import HTTP_STATUS, Rejection, RejectReason
 from gateway.store.incidents import Outcome
 from gateway.store.registry import DeviceDirectory
@@ -69,13 +70,6 @@ def problem(status: int, reason: str, detail: str, *, retry_after: float | None 
     return web.json_response(body, status=status, headers=headers, content_type=PROBLEM_TYPE)
 
 
-def _rejected(deps: IngestDeps, rejection: Rejection, started: float, device_id: str | None, peer: str) -> web.Response:
-    deps.metrics.signals_rejected.labels(rejection.reason.value, TRANSPORT).inc()
-    deps.metrics.ingest_latency.labels(TRANSPORT).observe(time.perf_counter() - started)
-    log.info("signal refused", reason=rejection.reason.value, detail=rejection.detail, device_id=device_id, peer=peer)
-    return problem(HTTP_STATUS[rejection.reason], rejection.reason.value, rejection.detail)
-
-
 def _peer_device_id(request: web.Request) -> str | None:
     """The device id of a verified TLS client certificate, when mTLS is on."""
     transport = request.transport
@@ -93,7 +87,6 @@ def _peer_device_id(request: web.Request) -> str | None:
 
 async def post_signal(request: web.Request) -> web.Response:
     deps = request.app[DEPS]
-    started = time.perf_counter()
     peer = request.remote or "unknown"
     if request.content_type != const.MEDIA_TYPE:
         deps.metrics.signals_rejected.labels("unsupported-media-type", TRANSPORT).inc()
@@ -106,53 +99,41 @@ async def post_signal(request: web.Request) -> web.Response:
         deps.metrics.signals_rejected.labels(RejectReason.RATE_LIMITED.value, TRANSPORT).inc()
         return problem(429, RejectReason.RATE_LIMITED.value, "too many requests from this address", retry_after=wait)
     body = await request.read()
-    parsed = parse_signed_frame(body)
-    if isinstance(parsed, Rejection):
-        return _rejected(deps, parsed, started, None, peer)
-    device_id = parsed.frame.device_id
-    retry_after = deps.pipeline.shed(parsed.frame.event)
-    if retry_after is not None:
-        # Decided before the device lookup and the signature check: overload must cost little.
-        deps.metrics.signals_rejected.labels(RejectReason.OVERLOADED.value, TRANSPORT).inc()
-        return problem(503, RejectReason.OVERLOADED.value, "gateway is overloaded", retry_after=retry_after)
-    now = datetime.now(UTC)
+    limits = request.app[LIMITS]
     try:
-        creds = await deps.directory.get(device_id, now)
+        result = await accept_signed_frame(
+            body,
+            transport=TRANSPORT,
+            directory=deps.directory,
+            pipeline=deps.pipeline,
+            rules=deps.rules,
+            metrics=deps.metrics,
+            now=datetime.now(UTC),
+            peer_device_id=_peer_device_id(request),
+            throttle=lambda device_id: limits.by_device.acquire(device_id, time.monotonic()),
+            peer=peer,
+        )
     except StoreUnavailable as exc:
         return _unavailable(deps, str(exc))
-    verdict = authenticate(
-        parsed, creds, transport=TRANSPORT, now=now, rules=deps.rules, peer_device_id=_peer_device_id(request)
-    )
-    if isinstance(verdict, Rejection):
-        return _rejected(deps, verdict, started, device_id, peer)
-    wait = request.app[LIMITS].by_device.acquire(device_id, time.monotonic())
-    if wait and not parsed.frame.event.raises_incident:
-        # A wearer's panic is never throttled; chatter (heartbeats, tests of the uplink) is.
-        deps.metrics.signals_rejected.labels(RejectReason.RATE_LIMITED.value, TRANSPORT).inc()
-        return problem(429, RejectReason.RATE_LIMITED.value, f"too many signals from {device_id}", retry_after=wait)
-    try:
-        outcome = await deps.pipeline.submit(verdict)
-    except Overloaded as exc:
-        deps.metrics.signals_rejected.labels(RejectReason.OVERLOADED.value, TRANSPORT).inc()
-        return problem(503, RejectReason.OVERLOADED.value, "gateway is overloaded", retry_after=exc.retry_after)
-    except StoreUnavailable as exc:
-        return _unavailable(deps, str(exc))
-    if outcome.rejection is not None:
-        return _rejected(deps, outcome.rejection, started, device_id, peer)
-    event = parsed.frame.event.name.lower()
-    deps.metrics.signals_accepted.labels(event, TRANSPORT, outcome.outcome.value).inc()
-    deps.metrics.ingest_latency.labels(TRANSPORT).observe(time.perf_counter() - started)
+    if isinstance(result, Rejection):
+        return problem(HTTP_STATUS[result.reason], result.reason.value, result.detail, retry_after=result.retry_after)
+    frame, outcome = result.signed.frame, result.outcome
+    event = frame.event.name.lower()
     if outcome.outcome is Outcome.DUPLICATE and outcome.incident_id is not None:
         deps.ensure_published(outcome.incident_id)
-    if outcome.outcome is Outcome.ACCEPTED and parsed.frame.event.raises_incident:
+    if outcome.outcome is Outcome.ACCEPTED and frame.event.raises_incident:
         log.info(
-            "alert accepted", device_id=device_id, alert_id=outcome.incident_id, kind=event, delayed=verdict.delayed
+            "alert accepted",
+            device_id=frame.device_id,
+            alert_id=outcome.incident_id,
+            kind=event,
+            delayed=result.delayed,
         )
     return web.json_response(
         {
             "incident_id": outcome.incident_id,
             "status": outcome.outcome.value,
-            "delayed": verdict.delayed,
+            "delayed": result.delayed,
             "event": event,
         },
         status=202,
