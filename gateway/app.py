@@ -126,7 +126,7 @@ async def running_gateway(settings: GatewaySettings) -> AsyncIterator[RunningGat
             return topic_for_alert(item.kind, item.alert_id)
 
         publisher = await stack.enter_async_context(
-            OutboxPublisher(store, link, topic_for, metrics, max_inflight=mqtt.max_inflight, lease=OUTBOX_LEASE)
+            OutboxPublisher(store, link, topic_for, metrics, lease=OUTBOX_LEASE)
         )
         publisher_ref.append(publisher)
         pipeline = await stack.enter_async_context(

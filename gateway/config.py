@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import enum
-import os
 import socket
 from pathlib import Path
 from typing import Any, ClassVar
@@ -218,8 +217,3 @@ def load_settings(path: Path | None = None, **overrides: Any) -> GatewaySettings
         raise ConfigError(f"{path}: {exc}", problems=[str(exc)]) from None
     finally:
         GatewaySettings._toml_file = None
-
-
-def env_or(name: str, default: str) -> str:
-    """A PANIC_* variable or a default (for tools that run before settings exist)."""
-    return os.environ.get(name, default)

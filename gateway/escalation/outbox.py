@@ -38,7 +38,11 @@ RECENT_KEYS: Final = 100_000
 class Link(Protocol):
     """What the publisher needs of the command-center link."""
 
-    async def publish(self, topic: str, payload: bytes, *, retain: bool) -> None: ...
+    @property
+    def is_connected(self) -> bool: ...
+
+    async def publish(self, topic: str, payload: bytes, *, retain: bool) -> None:
+        """Return once the broker acknowledged; bound the PUBACKs in flight; raise GatewayError on failure."""
 
     async def wait_connected(self) -> None: ...
 
@@ -53,7 +57,6 @@ class OutboxPublisher:
         topic_for: Callable[[OutboxItem], str],
         metrics: Metrics,
         *,
-        max_inflight: int,
         lease: timedelta,
     ) -> None:
         self._store = store
@@ -66,7 +69,6 @@ class OutboxPublisher:
         self._delivered: list[str] = []
         self._recent: dict[str, None] = {}  # insertion-ordered set, oldest first
         self._published_revision: dict[str, int] = {}
-        self._inflight = asyncio.Semaphore(max_inflight)
         self._tasks: set[asyncio.Task[None]] = set()
         self._background: list[asyncio.Task[None]] = []
         self._idle = asyncio.Event()
@@ -122,8 +124,7 @@ class OutboxPublisher:
         """
 
         async def one(alert_id: str, revision: int, payload: bytes) -> None:
-            async with self._inflight:
-                await self._link.publish(self._state_topic(alert_id), payload, retain=True)
+            await self._link.publish(self._state_topic(alert_id), payload, retain=True)
             self._note_published(alert_id, revision)
             self._metrics.republished.inc()
 
@@ -168,17 +169,18 @@ class OutboxPublisher:
             del self._recent[next(iter(self._recent))]
 
     async def _publish_until_acked(self, item: OutboxItem) -> None:
+        """The link bounds PUBACKs in flight; this only retries: after a reconnect, or after a pause."""
         topic = self._topic_for(item)
         while True:
             try:
-                async with self._inflight:
-                    await self._link.publish(topic, item.payload, retain=item.retain)
+                await self._link.publish(topic, item.payload, retain=item.retain)
                 return
-            except GatewayError as exc:  # LinkDown and friends: wait for the link, then again
+            except GatewayError as exc:  # LinkDown: no session, lost, or no PUBACK in time
                 self._metrics.publish_failures.inc()
                 log.debug("publish deferred", alert_id=item.alert_id, error=str(exc))
+                if self._link.is_connected:  # a timeout on a live session: do not spin on it
+                    await asyncio.sleep(RETRY_DELAY_S)
                 await self._link.wait_connected()
-                await asyncio.sleep(RETRY_DELAY_S * 0.01)
 
     async def _flush(self) -> None:
         if not self._delivered:

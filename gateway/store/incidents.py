@@ -22,7 +22,7 @@ from gateway.core.replay import CounterVerdict, ReplayWindow
 from gateway.errors import StoreUnavailable
 from gateway.protocol import EventType, GpsFix
 from gateway.rejection import Rejection, RejectReason
-from gateway.store.models import Device, Incident, IncidentEvent, Observation, OutboxMessage, Signal
+from gateway.store.models import Device, Incident, Observation, OutboxMessage, Signal
 
 log = structlog.get_logger(__name__)
 
@@ -704,9 +704,6 @@ class IncidentStore:
         incident = await Incident.filter(id=alert_id).prefetch_related("device").first()
         return None if incident is None else view_of(incident, incident.device.wearer, incident.device.site)
 
-    async def incident_events(self, alert_id: str) -> list[IncidentEvent]:
-        return await IncidentEvent.filter(incident_id=alert_id).order_by("id")
-
     async def observations(self, *, incident_id: str | None = None, device_id: str | None = None) -> list[Observation]:
         """Observations of an incident or a device, oldest first."""
         query = Observation.all()
@@ -770,9 +767,6 @@ class IncidentStore:
                 .values_list("id", flat=True)
             )
             await OutboxMessage.filter(id__in=ids).using_db(conn).update(status="done", delivered_at=now)
-
-    async def pending_outbox(self) -> int:
-        return await OutboxMessage.filter(status="pending").count()
 
 
 @dataclass(frozen=True, slots=True)

@@ -183,7 +183,3 @@ class DeviceDirectory:
         for device_id in revoked:
             self._cache.pop(str(device_id), None)
         self._unknown.clear()
-
-    def forget(self, device_id: str) -> None:
-        self._cache.pop(device_id, None)
-        self._unknown.pop(device_id, None)
