@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import re
 import uuid
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Final
 
 import pytest
@@ -23,13 +21,13 @@ from gateway.protocol import EventType, GpsFix
 from gateway.protocol.ack import ACK_SIZE, AckKind, GatewayAck, sign_ack, verify_ack
 from gateway.protocol.signature import parse_signed_frame, verify_signature
 from gateway.rejection import Rejection
+from tests.docvectors import doc_vectors
 
 MODEL: Final = PathLossModel(noise_sigma_db=0.0, range_m=30.0)
 STEP_TIMEOUT_S: Final = 5.0
 T0_MS: Final = 1_767_225_600_000
 GPS: Final = GpsFix(lat=48.8583701, lon=2.2944813, accuracy_m=8, fix_age_s=3)
 NAMESPACE: Final = uuid.UUID("6f6b0000-6a0e-4f43-9d0d-2f8f4c3c2a10")
-PROTOCOL: Final = (Path(__file__).resolve().parents[2] / "docs" / "PROTOCOL.md").read_text(encoding="utf-8")
 
 
 class Gateway:
@@ -168,13 +166,9 @@ async def test_wearable_leaving_mid_follow_up_is_unreachable_in_bounded_time(sce
 
 
 def test_ack_vector_of_the_protocol_document() -> None:
-    block = re.search(r"^```ack-vector\n(.*?)^```$", PROTOCOL, re.MULTILINE | re.DOTALL)
-    assert block is not None, "docs/PROTOCOL.md §15 has no ack-vector"
-    fields = dict(
-        (key.strip(), value.strip())
-        for key, _, value in (line.partition(":") for line in block.group(1).splitlines())
-        if key.strip() and not key.startswith("#")
-    )
+    vectors = doc_vectors("ack-vector")
+    assert vectors, "docs/PROTOCOL.md §15 has no ack-vector"
+    fields = vectors[0]
     key = ec.derive_private_key(int(fields["ack_key_scalar"], 16), ec.SECP256R1())
     public = key.public_key().public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
     assert public.hex() == fields["ack_public"]

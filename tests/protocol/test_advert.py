@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import itertools
-import re
 from collections import Counter
 from typing import Final
 
@@ -35,32 +34,12 @@ from gateway.protocol.advert import (
     window_of,
 )
 from gateway.rejection import Rejection, RejectReason
-from tests.protocol.test_vectors import DOC_TEXT
+from tests.docvectors import PROTOCOL_TEXT as DOC_TEXT
+from tests.docvectors import Vector, doc_vectors
 
 FAST: Final = settings(max_examples=300, deadline=None)
 
-_BLOCK: Final = re.compile(r"^```advert-vector\n(.*?)^```$", re.MULTILINE | re.DOTALL)
-
-Vector = dict[str, str]
-
-
-def parse_advert_vectors(text: str) -> list[Vector]:
-    """Every ```advert-vector block as a dict ('#' lines are comments; a key appears once per block)."""
-    vectors = []
-    for body in _BLOCK.findall(text):
-        fields: Vector = {}
-        for line in body.splitlines():
-            if not line.strip() or line.lstrip().startswith("#"):
-                continue
-            key, sep, value = line.partition(":")
-            assert sep and key.strip() and value.strip(), f"vector line is not 'key: value': {line!r}"
-            assert key.strip() not in fields, f"key {key.strip()!r} repeated"
-            fields[key.strip()] = value.strip()
-        vectors.append(fields)
-    return vectors
-
-
-VECTORS: Final = parse_advert_vectors(DOC_TEXT)
+VECTORS: Final = doc_vectors("advert-vector")
 KEY_SETS: Final = {v["name"]: v for v in VECTORS if v["kind"] == "keys"}
 ADVERTS: Final = {v["name"]: v for v in VECTORS if v["kind"] == "advert"}
 INVALID: Final = [v for v in VECTORS if v["kind"] == "invalid"]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import re
 import uuid
-from pathlib import Path
 from typing import Final
 
 import pytest
@@ -27,34 +26,12 @@ from gateway.protocol import (
     verify_signature,
 )
 from gateway.rejection import Rejection, RejectReason
+from tests.docvectors import PROTOCOL_TEXT, Vector, doc_vectors
 
-PROTOCOL_MD: Final = Path(__file__).resolve().parents[2] / "docs" / "PROTOCOL.md"
-_BLOCK: Final = re.compile(r"^```vector\n(.*?)^```$", re.MULTILINE | re.DOTALL)
 _GPS_FIELDS: Final = ("gps_lat", "gps_lon", "gps_accuracy_m", "gps_fix_age_s")
 
-Vector = dict[str, str]
-
-
-def parse_vectors(text: str) -> list[Vector]:
-    """Every ```vector block as a dict; '#' lines are comments; a key may appear once per block."""
-    vectors = []
-    for body in _BLOCK.findall(text):
-        fields: Vector = {}
-        for line in body.splitlines():
-            if not line.strip() or line.lstrip().startswith("#"):
-                continue
-            key, sep, value = line.partition(":")
-            if not sep or not key.strip() or not value.strip():
-                raise ValueError(f"vector line is not 'key: value': {line!r}")
-            if key.strip() in fields:
-                raise ValueError(f"key {key.strip()!r} repeated in one vector block")
-            fields[key.strip()] = value.strip()
-        vectors.append(fields)
-    return vectors
-
-
-DOC_TEXT: Final = PROTOCOL_MD.read_text(encoding="utf-8")
-VECTORS: Final = parse_vectors(DOC_TEXT)
+DOC_TEXT: Final = PROTOCOL_TEXT
+VECTORS: Final = doc_vectors("vector")
 KEYS: Final = {v["name"]: v for v in VECTORS if v["kind"] == "key"}
 VALID: Final = [v for v in VECTORS if v["kind"] == "valid"]
 INVALID: Final = [v for v in VECTORS if v["kind"] == "invalid"]
