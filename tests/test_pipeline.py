@@ -97,3 +97,43 @@ async def test_a_conflicting_row_does_not_refuse_its_neighbours(pki: PkiLayout, 
         outcomes = await store.commit_signals([clash, fine])
         assert outcomes[0].outcome is Outcome.REJECTED
         assert outcomes[1].outcome is Outcome.ACCEPTED and outcomes[1].incident_id
+
+
+async def test_overload_is_refused_before_the_device_is_even_looked_up(pki: PkiLayout, db_url: str) -> None:
+    """The shared ingest path (HTTPS and GATT frames) sheds after parsing only, with Retry-After on the value."""
+    from gateway.identity.trust import load_device_trust
+    from gateway.ingest import pipeline as pipeline_module
+    from gateway.ingest.frames import accept_signed_frame
+    from gateway.rejection import Rejection, RejectReason
+    from gateway.store.registry import DeviceDirectory
+    from tests.conftest import TEST_RULES
+
+    async with open_database(db_url):
+        w = await enroll(pki)
+        directory = DeviceDirectory(load_device_trust(pki))
+        creds = await directory.get(w.device_id, datetime.now(UTC))
+        assert creds is not None
+        store = IncidentStore(gateway_id="t", replay_window=63, outbox_lease=timedelta(seconds=30))
+        metrics = Metrics()
+        pipeline = SignalPipeline(store, lambda items: None, metrics, max_batch=256, max_queue=1024)
+        waiting = asyncio.ensure_future(pipeline.submit(authenticated_frame(w, creds, EventType.PANIC)))
+        await asyncio.sleep(pipeline_module.CHATTER_MAX_WAIT_S * 1.5)  # nothing commits: the queue ages
+
+        class NoLookups(DeviceDirectory):
+            async def get(self, device_id: str, now: datetime):  # type: ignore[no-untyped-def]
+                raise AssertionError("an overloaded gateway must not look devices up")
+
+        result = await accept_signed_frame(
+            w.frame(EventType.HEARTBEAT),
+            transport="https",
+            directory=NoLookups(load_device_trust(pki)),
+            pipeline=pipeline,
+            rules=TEST_RULES,
+            metrics=metrics,
+            now=datetime.now(UTC),
+        )
+        assert isinstance(result, Rejection)
+        assert result.reason is RejectReason.OVERLOADED
+        assert result.retry_after == pipeline_module.CHATTER_RETRY_AFTER_S
+        async with pipeline:
+            assert (await waiting).outcome is Outcome.ACCEPTED
