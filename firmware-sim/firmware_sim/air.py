@@ -24,6 +24,7 @@ import contextlib
 import dataclasses
 import math
 import random
+from collections.abc import Callable
 from typing import Any, Final, NamedTuple
 
 from bumble import core, hci, ll
@@ -146,6 +147,8 @@ class AirController(Controller):
     def __init__(self, name: str, position: Position, link: AirLink, **kwargs: Any) -> None:
         self.position = position
         self._reception: Reception | None = None
+        #: Set while a host has scanning enabled on this radio (a gateway receiver that listens).
+        self.scanning = asyncio.Event()
         super().__init__(name, link=link, **kwargs)
 
     def receive_advertising_pdu(self, packet: ll.AdvertisingPdu, reception: Reception) -> None:
@@ -197,6 +200,22 @@ class AirController(Controller):
             tx_power=hci.HCI_LE_Extended_Advertising_Report_Event.TX_POWER_INFORMATION_NOT_AVAILABLE,
         )
 
+    def on_hci_le_set_scan_enable_command(self, command: Any) -> Any:
+        result = super().on_hci_le_set_scan_enable_command(command)
+        self._scanning_changed()
+        return result
+
+    def on_hci_le_set_extended_scan_enable_command(self, command: Any) -> Any:
+        result = super().on_hci_le_set_extended_scan_enable_command(command)
+        self._scanning_changed()
+        return result
+
+    def _scanning_changed(self) -> None:
+        if self.le_scan_enable:
+            self.scanning.set()
+        else:
+            self.scanning.clear()
+
     def on_hci_le_set_extended_scan_parameters_command(self, command: Any) -> Any:
         # bumble's controller forgets the scan type of extended scanning; we need it to tell passive from active.
         if command.scan_types:
@@ -226,6 +245,7 @@ class AirController(Controller):
     def on_hci_reset_command(self, command: Any) -> Any:
         # A new host on the same virtual radio (the gateway restarted) starts from a quiet controller.
         self.le_scan_enable = False
+        self.scanning.clear()
         self.pending_le_connection = None
         self.le_legacy_advertiser.stop()
         for advertising_set in self.advertising_sets.values():
@@ -235,6 +255,7 @@ class AirController(Controller):
     def on_host_gone(self) -> None:
         """The host dropped (process died, cable pulled): a real controller resets and its links end."""
         self.le_scan_enable = False
+        self.scanning.clear()
         self.pending_le_connection = None
         self.le_legacy_advertiser.stop()
         for advertising_set in self.advertising_sets.values():
@@ -266,6 +287,8 @@ class AirLink(LocalLink):
         super().__init__()  # type: ignore[no-untyped-call]  # bumble's LocalLink.__init__ is unannotated
         self.model = model
         self.rng = rng
+        #: Called with (sender, PDU) after each advertising PDU is on its way (see `VirtualAir.on_advert`).
+        self.advert_watchers: list[Callable[[AirController, ll.AdvertisingPdu], None]] = []
 
     def send_advertising_pdu(self, sender_controller: Controller, packet: ll.AdvertisingPdu) -> None:
         if not isinstance(sender_controller, AirController):
@@ -282,6 +305,8 @@ class AirLink(LocalLink):
             rssi = sample_rssi(self.model, sender_controller.position, receiver.position, self.rng)
             if rssi is not None:
                 loop.call_soon(receiver.receive_advertising_pdu, packet, Reception(rssi, scan_response, properties))
+        for watcher in list(self.advert_watchers):
+            watcher(sender_controller, packet)
 
 
 # --- nodes and the air --------------------------------------------------------------------------------------------
@@ -334,6 +359,26 @@ class VirtualAir:
         for timer in self._timers:
             timer.cancel()
         self._timers.clear()
+
+    def on_advert(self, watcher: Callable[[AirNode, bytes], None]) -> Callable[[], None]:
+        """Call `watcher(node, advertising data)` after each advert a node sends has reached the receivers in
+        range (scripted faults: "walk away right after this advert"); returns the function that stops watching."""
+        by_controller: dict[AirController, AirNode] = {}
+
+        def watch(sender: AirController, packet: ll.AdvertisingPdu) -> None:
+            data = getattr(packet, "data", None)
+            if data is None:
+                return
+            node = by_controller.get(sender)
+            if node is None:
+                node = next((n for n in self.nodes.values() if n.controller is sender), None)
+                if node is None:
+                    return
+                by_controller[sender] = node
+            watcher(node, bytes(data))
+
+        self.link.advert_watchers.append(watch)
+        return lambda: self.link.advert_watchers.remove(watch)
 
     def ports(self) -> dict[str, int]:
         """Exposed nodes and their TCP ports."""

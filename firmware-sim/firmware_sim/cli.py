@@ -32,7 +32,7 @@ EXIT_USAGE = 2
 #: Interrupted by Ctrl-C (128 + SIGINT, as shells report it).
 EXIT_INTERRUPTED = 130
 #: Time to (re)start a gateway with the receivers a BLE fleet run prints (their ports are new each run).
-FLEET_BLE_WAIT_S = 20.0
+FLEET_BLE_WAIT_S = 120.0
 
 _SIGNALS: dict[str, Callable[[VirtualWearable, argparse.Namespace], bytes]] = {
     "press": lambda w, args: w.press(EventType[args.event.upper().replace("-", "_")], silent=args.silent),
@@ -148,8 +148,20 @@ def _fleet(args: argparse.Namespace) -> int:
                 air = await stack.enter_async_context(_fleet_air(scenario, fleet, args.ca_dir))
                 _print_receivers(air)
                 if air.receivers:
-                    print(f"starting in {args.ble_wait:g} s: start the gateway with these receivers", file=sys.stderr)
-                    await asyncio.sleep(args.ble_wait)
+                    print(
+                        f"waiting up to {args.ble_wait:g} s for a gateway to scan on these receivers", file=sys.stderr
+                    )
+                    try:
+                        await asyncio.wait_for(air.receivers_listening(), args.ble_wait)
+                    except TimeoutError:
+                        silent = ", ".join(air.silent_receivers())
+                        print(
+                            f"panic-sim fleet: error: no gateway scans on receiver(s) {silent} after "
+                            f"{args.ble_wait:g} s: start it with the [[ble.receivers]] above",
+                            file=sys.stderr,
+                        )
+                        return False
+                    print("the gateway listens on every receiver: starting", file=sys.stderr)
             uplink_for = await stack.enter_async_context(
                 fleet_uplinks(args.url, fleet, ca_file=args.ca, mtls=args.mtls, keep_alive=scenario.keep_alive)
             )
@@ -308,8 +320,9 @@ def _parser() -> argparse.ArgumentParser:
         type=_seconds,
         default=FLEET_BLE_WAIT_S,
         metavar="S",
-        help="with BLE wearables on the in-process air: seconds between printing its receivers (for the gateway's "
-        f"[[ble.receivers]]) and the first signal (default {FLEET_BLE_WAIT_S:g})",
+        help="with BLE wearables on the in-process air: after printing its receivers (for the gateway's "
+        "[[ble.receivers]]), how long to wait for a gateway to scan on all of them before giving up "
+        f"(default {FLEET_BLE_WAIT_S:g})",
     )
     fleet.set_defaults(func=_fleet)
 

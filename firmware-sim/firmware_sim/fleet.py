@@ -362,6 +362,19 @@ class FleetAir:
         """The receivers' transport specs, for the gateway."""
         return tuple(receiver.transport for receiver in self.receivers)
 
+    def silent_receivers(self) -> list[str]:
+        """The in-process air's receivers on which no host scans yet (a gateway has not opened them)."""
+        if self.air is None:
+            return []
+        return [r.name for r in self.receivers if not self.air.nodes[r.name].controller.scanning.is_set()]
+
+    async def receivers_listening(self) -> None:
+        """Return once a host (the gateway) scans on every receiver of the in-process air."""
+        if self.air is None:
+            return
+        nodes = self.air.nodes
+        await asyncio.gather(*(nodes[r.name].controller.scanning.wait() for r in self.receivers))
+
     def place(self, rng: random.Random) -> dict[str, Position]:
         """Seeded random positions of the BLE wearables in the `area_m` square (corner at 0, 0) of the site."""
         side = self.side

@@ -9,7 +9,7 @@ from typing import Any, Final
 import pytest
 from cryptography import x509
 
-from firmware_sim.air import PathLossModel, Position, VirtualAir
+from firmware_sim.air import AirNode, PathLossModel, Position, VirtualAir
 from firmware_sim.ble_wearable import DISPLAY_OPERATOR, DISPLAY_RECEIVED, BleWearable
 from firmware_sim.wearable import VirtualWearable
 from gateway.app import RunningGateway
@@ -123,29 +123,24 @@ def heard_heartbeat(wearable: Wearable) -> Callable[[], Awaitable[bool]]:
     return probe
 
 
-def vanish_after_first_advert_unlike(
-    air: VirtualAir, name: str, unlike: bytes, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def vanish_after_first_advert_unlike(air: VirtualAir, name: str, unlike: bytes) -> None:
     """Take the node off the air as soon as it has sent one advert whose data differs from `unlike`.
 
-    The receivers still get that advert (delivered before the removal runs); nothing the node does after it
+    The receivers still get that advert (the air calls its watchers after sending); nothing the node does after it
     reaches anyone, so the gateway's GATT follow-up cannot win a race against the removal.
     """
-    controller = air.nodes[name].controller
-    send = air.link.send_advertising_pdu
     removal: list[asyncio.Task[None]] = []
 
-    def send_then_vanish(sender: Any, packet: Any) -> None:
-        send(sender, packet)
-        data = getattr(packet, "data", None)
-        if sender is controller and not removal and data is not None and bytes(data) != unlike:
+    def vanish(node: AirNode, data: bytes) -> None:
+        if node.name == name and not removal and data != unlike:
+            stop_watching()
             removal.append(asyncio.get_running_loop().create_task(air.remove_node(name)))
 
-    monkeypatch.setattr(air.link, "send_advertising_pdu", send_then_vanish)
+    stop_watching = air.on_advert(vanish)
 
 
 async def test_a_wearable_gone_after_its_advert_leaves_the_incident_standing_with_the_failure(
-    air: VirtualAir, pki: PkiLayout, gateway_factory: GatewayFactory, monkeypatch: pytest.MonkeyPatch
+    air: VirtualAir, pki: PkiLayout, gateway_factory: GatewayFactory
 ) -> None:
     ble_section = settings(air, follow_up_deadline_s=3.0, follow_up_connect_timeout_s=0.5)
     async with gateway_factory(ble=ble_section) as gw, observe(gw.settings.mqtt.topic_prefix) as obs:
@@ -155,7 +150,7 @@ async def test_a_wearable_gone_after_its_advert_leaves_the_incident_standing_wit
             heartbeat = ble.advert
             assert heartbeat is not None
             await eventually(heard_heartbeat(wearable))  # its advert keys are loaded: one panic advert is enough
-            vanish_after_first_advert_unlike(air, "wearable", heartbeat, monkeypatch)
+            vanish_after_first_advert_unlike(air, "wearable", heartbeat)
             await ble.press()  # its first panic advert is also its last: it walks out of range
             await obs.wait_for(lambda o: len(o.states) == 1, WAIT_S)
             alert_id, _ = only_state(obs)
