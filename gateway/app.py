@@ -6,21 +6,28 @@ import asyncio
 import contextlib
 import functools
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Final
 
 import structlog
 from tortoise.exceptions import BaseORMException
 
+from gateway.api import ApiDeps, IncidentApi
 from gateway.commandcenter import CommandCenterLink, EmbeddedBroker, payloads, topics
 from gateway.commandcenter.payloads import Acknowledgement
 from gateway.config import GatewaySettings
 from gateway.core.authenticate import AuthRules
-from gateway.errors import StoreUnavailable
+from gateway.errors import ConfigError, StoreUnavailable
+from gateway.escalation.carrier import TwilioCarrier
+from gateway.escalation.directory import DirectoryError, dump_directory, load_directory
+from gateway.escalation.engine import DirectoryCache, EscalationEngine, compose
 from gateway.escalation.outbox import OutboxPublisher
+from gateway.escalation.sender import NotificationSender
+from gateway.escalation.webhooks import TwilioWebhooks, WebhookDeps
 from gateway.identity.pki import PkiLayout, load_private_key
 from gateway.identity.trust import load_device_trust
 from gateway.ingest.ble.adverts import AdvertIngest
@@ -31,8 +38,9 @@ from gateway.ingest.http import HttpIngest, IngestDeps, server_ssl_context
 from gateway.ingest.pipeline import SignalPipeline
 from gateway.observability import Metrics
 from gateway.store.db import open_database
-from gateway.store.incidents import AckResult, IncidentStore, OutboxItem
-from gateway.store.models import Device
+from gateway.store.incidents import IncidentStore, OutboxItem
+from gateway.store.ladders import LadderStore
+from gateway.store.models import Device, DirectoryVersion
 from gateway.store.registry import DeviceDirectory
 
 log = structlog.get_logger(__name__)
@@ -64,6 +72,8 @@ class RunningGateway:
     metrics: Metrics
     #: The BLE receivers, None when none are configured.
     receivers: BleReceivers | None = None
+    #: Escalation ladders (SMS and calls).
+    engine: EscalationEngine | None = None
 
 
 @asynccontextmanager
@@ -85,22 +95,25 @@ async def running_gateway(settings: GatewaySettings) -> AsyncIterator[RunningGat
         publisher_ref: list[OutboxPublisher] = []
         receivers_ref: list[BleReceivers] = []
         contacts_ref: list[GattContacts] = []
+        engine_ref: list[EscalationEngine] = []
 
         async def on_ack(ack: Acknowledgement) -> None:
+            if not engine_ref:
+                return
             try:
-                outcome = await store.acknowledge(ack.alert_id, ack.operator, ack.note or "", datetime.now(UTC))
+                outcome = await engine_ref[0].acknowledge(
+                    ack.alert_id, by=ack.operator, via="mqtt", note=ack.note or ""
+                )
             except StoreUnavailable as exc:
                 metrics.acks.labels("mqtt", "store-unavailable").inc()
                 log.error("acknowledgement not stored", alert_id=ack.alert_id, error=str(exc))
                 return
             metrics.acks.labels("mqtt", outcome.result.value).inc()
             log.info("acknowledgement", alert_id=ack.alert_id, operator=ack.operator, result=outcome.result.value)
-            if outcome.result is AckResult.ACKNOWLEDGED and publisher_ref:
-                publisher_ref[0].enqueue(outcome.outbox)
-            acked = outcome.result is AckResult.ACKNOWLEDGED and bool(contacts_ref)
-            if acked and outcome.device_id is not None and outcome.counter is not None:
-                # The wearer learns it at its next BLE contact ("operator has it").
-                await contacts_ref[0].acknowledge_operator(outcome.device_id, ack.alert_id, outcome.counter)
+
+        async def tell_wearable(device_id: str, alert_id: str, counter: int) -> None:
+            if contacts_ref:  # the wearer learns it at its next BLE contact ("operator has it")
+                await contacts_ref[0].acknowledge_operator(device_id, alert_id, counter)
 
         async def on_connected() -> None:
             views = await store.open_incidents()
@@ -129,10 +142,43 @@ async def running_gateway(settings: GatewaySettings) -> AsyncIterator[RunningGat
             OutboxPublisher(store, link, topic_for, metrics, lease=OUTBOX_LEASE)
         )
         publisher_ref.append(publisher)
+        if settings.escalation.file is not None:
+            await _load_directory_file(settings.escalation.file, settings.gateway_id)
+        directory_cache = DirectoryCache()
+        ladders = LadderStore(
+            gateway_id=settings.gateway_id,
+            outbox_lease=OUTBOX_LEASE,
+            plan_for=directory_cache.plan_for,
+            compose=compose(directory_cache, settings.escalation.time_zone),
+        )
+        engine = await stack.enter_async_context(
+            EscalationEngine(
+                ladders,
+                publisher.enqueue,
+                metrics,
+                directory=directory_cache,
+                tick_s=settings.escalation.tick_s,
+                on_acknowledged=tell_wearable,
+            )
+        )
+        engine_ref.append(engine)
+        carrier = TwilioCarrier(settings.twilio) if settings.twilio.enabled else None
+        sender = await stack.enter_async_context(
+            NotificationSender(ladders, carrier, settings.twilio, engine.send_outcome, metrics)
+        )
+        engine.attach_sender(sender.enqueue)
+
+        def committed(items: Sequence[OutboxItem]) -> None:
+            publisher.enqueue(items)
+            # New and cancelled incidents: their ladders start or stop now, not at the next tick.
+            changed = [i.alert_id for i in items if i.kind == "event" and i.key.endswith((":raised", ":cancelled"))]
+            if changed:
+                engine.poke(changed)
+
         pipeline = await stack.enter_async_context(
             SignalPipeline(
                 store,
-                publisher.enqueue,
+                committed,
                 metrics,
                 max_batch=settings.database.max_batch,
                 max_queue=settings.database.max_batch * QUEUE_BATCHES,
@@ -176,7 +222,25 @@ async def running_gateway(settings: GatewaySettings) -> AsyncIterator[RunningGat
             ready=ready,
             ensure_published=ensure_published,
         )
-        server = await stack.enter_async_context(HttpIngest(deps, server_ssl_context(settings.http, ca_bundle)))
+        routes = IncidentApi(ApiDeps(settings.api, store, engine, metrics)).routes()
+        if settings.twilio.enabled:
+            webhooks = TwilioWebhooks(
+                WebhookDeps(
+                    engine=engine,
+                    public_url=settings.twilio.public_url,
+                    auth_token=settings.twilio.auth_token.get_secret_value(),
+                    time_zone=settings.escalation.time_zone,
+                    directory=directory,
+                    pipeline=pipeline,
+                    rules=rules,
+                    metrics=metrics,
+                    ensure_published=ensure_published,
+                )
+            )
+            routes += webhooks.routes()
+        server = await stack.enter_async_context(
+            HttpIngest(deps, server_ssl_context(settings.http, ca_bundle), routes=routes)
+        )
         refresher = asyncio.create_task(_refresh_directory(directory), name="directory-refresh")
         stack.push_async_callback(_cancel, refresher)
         receivers: BleReceivers | None = None
@@ -228,8 +292,25 @@ async def running_gateway(settings: GatewaySettings) -> AsyncIterator[RunningGat
             # Entered after the receivers: its contacts are cancelled before their radios close.
             contacts_ref.append(await stack.enter_async_context(contacts))
         log.info("gateway running", gateway_id=settings.gateway_id, http=server.url, mqtt=f"{mqtt.host}:{mqtt.port}")
-        yield RunningGateway(settings, server.url, mqtt.host, mqtt.port, store, publisher, link, metrics, receivers)
+        yield RunningGateway(
+            settings, server.url, mqtt.host, mqtt.port, store, publisher, link, metrics, receivers, engine
+        )
         log.info("gateway stopping", gateway_id=settings.gateway_id)
+
+
+async def _load_directory_file(path: Path, loaded_by: str) -> None:
+    """Store the directory file as the current version when it differs from the newest one (ConfigError if bad)."""
+    try:
+        directory = load_directory(path)
+    except DirectoryError as exc:
+        raise ConfigError(f"escalation file {path} is invalid", problems=list(exc.problems)) from None
+    document = dump_directory(directory)
+    latest = await DirectoryVersion.all().order_by("-id").first()
+    if latest is None or latest.document != document:
+        await DirectoryVersion.create(
+            document=document, source=str(path)[:255], loaded_by=loaded_by, loaded_at=datetime.now(UTC)
+        )
+        log.info("escalation directory loaded from file", path=str(path))
 
 
 def _device_ca_bundle(settings: GatewaySettings) -> list[str]:

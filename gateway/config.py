@@ -157,6 +157,67 @@ class BleSettings(_Section):
         return self
 
 
+class TwilioSettings(_Section):
+    """SMS and voice through Twilio (or, in tests and the demo, the local phone network simulator)."""
+
+    #: Off: ladders still run (MQTT steps, timers) but SMS and call steps are recorded as not sent.
+    enabled: bool = False
+    account_sid: str = Field("", pattern=r"^(AC[0-9a-fA-F]{32})?$")
+    auth_token: SecretStr = SecretStr("")
+    #: The gateway's Twilio number: the sender of SMS and calls, and where wearables and responders text.
+    from_number: str = Field("", pattern=r"^(\+[1-9][0-9]{7,14})?$")
+    #: The Twilio-compatible API's base URL. Absent in production (api.twilio.com); the simulator's URL in tests.
+    api_base_url: str | None = None
+    #: How Twilio reaches this gateway (the public HTTPS URL of this server, as configured at Twilio): webhooks
+    #: and status callbacks are built on it and their signatures are checked against it.
+    public_url: str = ""
+    #: A send that fails with 429, 5xx or a network error is retried after an exponential, jittered delay
+    #: between these bounds, until it has been tried `max_attempts` times (then recorded as failed).
+    retry_min_s: float = Field(1.0, gt=0)
+    retry_max_s: float = Field(60.0, gt=0)
+    max_attempts: int = Field(8, ge=1, le=100)
+    #: Seconds a call rings before Twilio gives up (no-answer).
+    ring_timeout_s: int = Field(25, ge=5, le=600)
+
+    @model_validator(mode="after")
+    def _complete(self) -> TwilioSettings:
+        if self.enabled:
+            missing = [
+                name
+                for name, value in (
+                    ("account_sid", self.account_sid),
+                    ("auth_token", self.auth_token.get_secret_value()),
+                    ("from_number", self.from_number),
+                    ("public_url", self.public_url),
+                )
+                if not value
+            ]
+            if missing:
+                raise ValueError(f"enabled needs {', '.join(missing)}")
+        if self.retry_max_s < self.retry_min_s:
+            raise ValueError("retry_max_s must be at least retry_min_s")
+        return self
+
+
+class EscalationSettings(_Section):
+    """Escalation ladders: people and policies (docs/ESCALATION.md)."""
+
+    #: A directory file loaded into the database at start-up when it differs from the current one
+    #: (`panic-gateway escalation load` does the same at any time). None: keep what the database has.
+    file: Path | None = None
+    #: How often due ladder timers are looked for (a step's deadline is met within about this much).
+    tick_s: float = Field(0.5, gt=0, le=10)
+    #: Site time zone for the times in SMS and calls (IANA name).
+    time_zone: str = "UTC"
+
+
+class ApiSettings(_Section):
+    """The REST API for command centers and integrators (/v1/incidents...)."""
+
+    #: Bearer tokens by client name: `Authorization: Bearer <token>`; the name is recorded as who acted.
+    tokens: dict[str, SecretStr] = {}
+
+
 class LogFormat(enum.StrEnum):
     CONSOLE = "console"
     JSON = "json"
@@ -186,6 +247,9 @@ class GatewaySettings(BaseSettings):
     pki: PkiSettings = PkiSettings()
     auth: AuthSettings = AuthSettings()
     ble: BleSettings = BleSettings()
+    twilio: TwilioSettings = TwilioSettings()
+    escalation: EscalationSettings = EscalationSettings()
+    api: ApiSettings = ApiSettings()
     log: LogSettings = LogSettings()
 
     @classmethod

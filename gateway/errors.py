@@ -5,6 +5,7 @@ GatewayError                 base of everything the gateway raises on purpose
  +-- PkiError                a CA, key, certificate, CSR or CRL cannot be created, read or trusted
  +-- RegistryError           device registry operation refused (.device_id)
  +-- StoreUnavailable        the database cannot be reached now; callers answer 503 and the device retries
+ +-- CarrierError            the phone network (Twilio) refused or failed a send (.permanent, .status, .code)
 
 Bad input on the hot path is not an exception: it is a gateway.rejection.Rejection value.
 """
@@ -38,3 +39,17 @@ class RegistryError(GatewayError):
 
 class StoreUnavailable(GatewayError):
     """The database is unreachable; the signal was not accepted and the device must retry."""
+
+
+class CarrierError(GatewayError):
+    """An SMS or call was not accepted by the phone network provider.
+
+    permanent: retrying cannot help (an invalid number); otherwise retry with backoff (429, 5xx, network).
+    status / code: the provider's HTTP status and error code, when it answered.
+    """
+
+    def __init__(self, message: str, *, permanent: bool, status: int | None = None, code: int | None = None) -> None:
+        super().__init__(message)
+        self.permanent = permanent
+        self.status = status
+        self.code = code

@@ -80,6 +80,24 @@ class Metrics:
         self.acks = Counter(
             "panic_acknowledgements", "Acknowledgements received, by result", ["channel", "result"], registry=r
         )
+        self.notifications = Counter(
+            "panic_notifications",
+            "SMS and call requests to the phone network, by result",
+            ["channel", "result"],
+            registry=r,
+        )
+        self.send_latency = Histogram(
+            "panic_notification_request_seconds",
+            "Time the phone network took to accept a send",
+            ["channel"],
+            registry=r,
+        )
+        self.webhooks = Counter(
+            "panic_twilio_webhooks", "Phone network webhooks, by kind and result", ["kind", "result"], registry=r
+        )
+        self.ladder_changes = Counter(
+            "panic_ladder_changes", "Escalation ladder inputs applied, by input", ["input"], registry=r
+        )
         self.store_errors = Counter("panic_store_errors", "Database operations that failed", ["operation"], registry=r)
         self.queue_depth = Gauge("panic_ingest_queue_depth", "Signals waiting for the group commit", registry=r)
         self.ble_adverts = Counter(

@@ -107,15 +107,18 @@ class Wearable:
 
 
 async def enroll(
-    pki: PkiLayout, device_id: str | None = None, *, wearer: str = "Ada Test", site: str = "north"
+    pki: PkiLayout,
+    device_id: str | None = None,
+    *,
+    wearer: str = "Ada Test",
+    site: str = "north",
+    phone: str = "+15550001234",
 ) -> Wearable:
     """Issue a certificate through the CSR path and register the device (the gateway's database must be open)."""
     device_id = device_id or f"wb-{uuid.uuid4().hex[:10]}"
     cert_path, key_path = issue_device_files(pki, device_id)
     registry = DeviceRegistry(load_device_trust(pki))
-    await registry.add(
-        load_certificate(cert_path), wearer=wearer, site=site, phone="+15550001234", now=datetime.now(UTC)
-    )
+    await registry.add(load_certificate(cert_path), wearer=wearer, site=site, phone=phone, now=datetime.now(UTC))
     return Wearable(device_id, load_private_key(key_path))
 
 

@@ -23,6 +23,7 @@ class DeviceCredentials:
     not_before / not_after: certificate validity.
     revoked: on the deny list or in the CRL.
     wearer / site: for the command center.
+    phone: the device's own number (E.164), the only sender its SMS frames are accepted from; "" if none.
     trust_problem: why the certificate is no longer trusted (CRL, chain, validity), if it is not.
     """
 
@@ -35,6 +36,7 @@ class DeviceCredentials:
     wearer: str
     site: str
     trust_problem: Rejection | None = None
+    phone: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,10 +136,12 @@ def authenticate(
     now: datetime,
     rules: AuthRules,
     peer_device_id: str | None = None,
+    sender_phone: str | None = None,
 ) -> AuthenticatedSignal | Rejection:
     """Check a signed frame: registered device, valid certificate, not revoked, signature, clock.
 
     peer_device_id: the device id of a TLS client certificate (mTLS), which must match the frame's.
+    sender_phone: the number an SMS frame came from, which must be the device's registered phone.
     The cheap checks come first so that garbage never costs a signature verification.
     """
     frame = signed.frame
@@ -147,6 +151,10 @@ def authenticate(
         return Rejection(
             RejectReason.DEVICE_MISMATCH,
             f"TLS client certificate is for {peer_device_id!r}, frame is from {frame.device_id!r}",
+        )
+    if sender_phone is not None and (not device.phone or sender_phone != device.phone):
+        return Rejection(
+            RejectReason.DEVICE_MISMATCH, f"SMS sender is not the registered phone number of {frame.device_id!r}"
         )
     if device.revoked:
         return Rejection(RejectReason.REVOKED, f"device {frame.device_id!r} is revoked")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import hashlib
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -64,6 +65,9 @@ class IncidentView:
     transport: how the raising signal arrived (https, sms, ble).
     acknowledged_by / acknowledged_at: who took it, when.
     updated_at: time of the latest change.
+    short_code: 4 digits a responder texts back to acknowledge ("Reply 1234").
+    resolution / resolved_by / resolved_at: why, by whom and when it was closed (false-alarm, handled,
+        dispatched), None while open.
     """
 
     alert_id: str
@@ -84,3 +88,18 @@ class IncidentView:
     acknowledged_by: str | None
     acknowledged_at: datetime | None
     updated_at: datetime
+    short_code: str = ""
+    resolution: str | None = None
+    resolved_by: str | None = None
+    resolved_at: datetime | None = None
+
+
+#: Digits of an SMS acknowledgement code: short to type under stress; a reply is matched only among the
+#: incidents its sender was notified of, so collisions between unrelated incidents do not matter.
+SHORT_CODE_DIGITS = 4
+
+
+def short_code_for(alert_id: str) -> str:
+    """The incident's SMS acknowledgement code, derived from its id (every gateway computes the same)."""
+    digest = hashlib.sha256(alert_id.encode("ascii")).digest()
+    return str(int.from_bytes(digest[:8], "big") % 10**SHORT_CODE_DIGITS).zfill(SHORT_CODE_DIGITS)

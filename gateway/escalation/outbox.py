@@ -21,6 +21,8 @@ log = structlog.get_logger(__name__)
 
 #: Delivered keys are written back in one UPDATE at most this often (delivery is not the latency path).
 FLUSH_INTERVAL_S: Final = 0.05
+#: The last delivery marks at shutdown get this long (a database in trouble must not hold the stop).
+FINAL_FLUSH_TIMEOUT_S: Final = 2.0
 #: How often rows whose lease expired (another gateway died, or this one restarted) are looked for.
 SWEEP_INTERVAL_S: Final = 2.0
 #: Rows claimed per sweep: bounded so a long outage's backlog streams instead of loading at once.
@@ -87,9 +89,10 @@ class OutboxPublisher:
         for task in [*self._background, *self._tasks]:
             task.cancel()
         await asyncio.gather(*self._background, *self._tasks, return_exceptions=True)
-        # Unrecorded deliveries only cause a harmless republish after restart.
+        # Unrecorded deliveries only cause a harmless republish after restart: never let this hold a shutdown.
         with contextlib.suppress(Exception):
-            await self._flush()
+            async with asyncio.timeout(FINAL_FLUSH_TIMEOUT_S):
+                await self._flush()
 
     @property
     def held(self) -> int:

@@ -47,6 +47,7 @@ async def accept_signed_frame(
     metrics: Metrics,
     now: datetime,
     peer_device_id: str | None = None,
+    sender_phone: str | None = None,
     throttle: Callable[[str], float] | None = None,
     peer: str | None = None,
 ) -> AcceptedFrame | Rejection:
@@ -67,7 +68,15 @@ async def accept_signed_frame(
         overloaded = Rejection(RejectReason.OVERLOADED, "gateway is overloaded", retry_after)
         return _refused(metrics, overloaded, transport, device_id, peer, started)
     creds = await directory.get(device_id, now)
-    verdict = authenticate(parsed, creds, transport=transport, now=now, rules=rules, peer_device_id=peer_device_id)
+    verdict = authenticate(
+        parsed,
+        creds,
+        transport=transport,
+        now=now,
+        rules=rules,
+        peer_device_id=peer_device_id,
+        sender_phone=sender_phone,
+    )
     if isinstance(verdict, Rejection):
         return _refused(metrics, verdict, transport, device_id, peer, started)
     if throttle is not None and not parsed.frame.event.raises_incident and (wait := throttle(device_id)):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import ssl
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -194,7 +194,7 @@ async def problem_middleware(
         return problem(500, "internal-error", "the gateway failed to handle this request; retry it")
 
 
-def build_app(deps: IngestDeps) -> web.Application:
+def build_app(deps: IngestDeps, routes: Sequence[web.RouteDef] = ()) -> web.Application:
     app = web.Application(middlewares=[problem_middleware], client_max_size=deps.settings.max_body_bytes)
     app[DEPS] = deps
     s = deps.settings
@@ -205,6 +205,7 @@ def build_app(deps: IngestDeps) -> web.Application:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
+    app.router.add_routes(routes)
     return app
 
 
@@ -225,8 +226,10 @@ def server_ssl_context(settings: HttpSettings, device_ca_bundle: list[str]) -> s
 class HttpIngest:
     """The HTTP server's lifecycle: `async with HttpIngest(...) as server: server.url`."""
 
-    def __init__(self, deps: IngestDeps, ssl_context: ssl.SSLContext | None) -> None:
-        self._app = build_app(deps)
+    def __init__(
+        self, deps: IngestDeps, ssl_context: ssl.SSLContext | None, *, routes: Sequence[web.RouteDef] = ()
+    ) -> None:
+        self._app = build_app(deps, routes)
         self._ssl = ssl_context
         self._settings = deps.settings
         self._runner = web.AppRunner(self._app, access_log=None, handle_signals=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import json
 import uuid
@@ -17,7 +18,7 @@ from tortoise.transactions import in_transaction
 
 from gateway.commandcenter import payloads
 from gateway.core.authenticate import AuthenticatedSignal
-from gateway.core.incident import AlertState, IncidentView, can_transition
+from gateway.core.incident import AlertState, IncidentView, short_code_for
 from gateway.core.replay import CounterVerdict, ReplayWindow
 from gateway.errors import StoreUnavailable
 from gateway.protocol import EventType, GpsFix
@@ -105,6 +106,10 @@ class _IncidentRow:
     updated_at: datetime
     acknowledged_by: str | None = None
     acknowledged_at: datetime | None = None
+    short_code: str = ""
+    resolution: str | None = None
+    resolved_by: str | None = None
+    resolved_at: datetime | None = None
 
 
 #: An incident as the commit sees it: a stored row (model) or one about to be inserted.
@@ -123,6 +128,8 @@ _SIGNAL_COLUMNS: Final = (
     "incident_id",
 )
 _EVENT_COLUMNS: Final = ("incident_id", "event_id", "revision", "type", "at", "detail")
+#: A new incident's escalation ladder: due at once, started by the escalation engine (state stays NULL till then).
+_LADDER_COLUMNS: Final = ("incident_id", "site", "active", "next_at", "updated_at")
 _OBSERVATION_COLUMNS: Final = (
     "incident_id",
     "device_id",
@@ -229,6 +236,10 @@ _PG_TYPES: Final = {
         "timestamptz",
         "varchar",
         "timestamptz",
+        "varchar",
+        "varchar",
+        "varchar",
+        "timestamptz",
     ),
     "signals": ("varchar", "bigint", "varchar", "varchar", "bytea", "varchar", "timestamptz", "timestamptz", "varchar"),
     "incident_events": ("varchar", "varchar", "int", "varchar", "timestamptz", "text"),
@@ -243,6 +254,7 @@ _PG_TYPES: Final = {
         "timestamptz",
         "varchar",
     ),
+    "ladders": ("varchar", "varchar", "bool", "timestamptz", "timestamptz"),
     "outbox": (
         "varchar",
         "varchar",
@@ -288,17 +300,18 @@ def _device_update_row(d: _DeviceRow) -> tuple[Any, ...]:
 
 
 def _pg_write_statement() -> str:
-    """One statement inserting a batch into five tables and updating its devices."""
+    """One statement inserting a batch into six tables and updating its devices."""
     n = 0
     parts = []
     for name, (table, columns) in zip(
-        ("i", "s", "e", "o", "v"),
+        ("i", "s", "e", "o", "v", "l"),
         (
             ("incidents", _INCIDENT_COLUMNS),
             ("signals", _SIGNAL_COLUMNS),
             ("incident_events", _EVENT_COLUMNS),
             ("outbox", _OUTBOX_COLUMNS),
             ("observations", _OBSERVATION_COLUMNS),
+            ("ladders", _LADDER_COLUMNS),
         ),
         strict=True,
     ):
@@ -360,6 +373,10 @@ def view_of(incident: IncidentLike, wearer: str, site: str) -> IncidentView:
         acknowledged_by=incident.acknowledged_by,
         acknowledged_at=incident.acknowledged_at,
         updated_at=incident.updated_at,
+        short_code=incident.short_code,
+        resolution=incident.resolution,
+        resolved_by=incident.resolved_by,
+        resolved_at=incident.resolved_at,
     )
 
 
@@ -373,6 +390,15 @@ class _Batch:
     outbox: list[tuple[int, OutboxItem, datetime]] = field(default_factory=list)
     observations: list[tuple[Any, ...]] = field(default_factory=list)
     incident_updates: dict[str, Incident] = field(default_factory=dict)
+    ladders: list[tuple[Any, ...]] = field(default_factory=list)
+    #: (now, incident id) of ladders due at once (a cancelled incident's ladder stops and tells who it notified).
+    wake_ladders: list[tuple[datetime, str]] = field(default_factory=list)
+
+    async def _wake(self, conn: Any) -> None:
+        if self.wake_ladders:
+            marks = _marks(conn.capabilities.dialect, 2)
+            sql = f'UPDATE "ladders" SET "next_at" = {marks[0]} WHERE "incident_id" = {marks[1]}'  # noqa: S608
+            await conn.execute_many(sql, self.wake_ladders)
 
     def change(
         self, index: int, incident: IncidentLike, device: _DeviceRow | Device, kind: str, at: datetime, **detail: Any
@@ -433,6 +459,7 @@ class _Batch:
         """Everything in ONE statement: data-modifying CTEs over unnest()ed column arrays (one round trip)."""
         for incident in self.incident_updates.values():
             await incident.save(using_db=conn, update_fields=["state", "revision", "updated_at"])
+        await self._wake(conn)
         incidents = [tuple(getattr(i, c) for c in _INCIDENT_COLUMNS) for i in self.incidents]
         device_rows = [_device_update_row(d) for d in devices]
         params: list[Any] = []
@@ -442,6 +469,7 @@ class _Batch:
             (self.events, len(_EVENT_COLUMNS)),
             (self._outbox_rows(gateway_id, lease_until), len(_OUTBOX_COLUMNS)),
             (self.observations, len(_OBSERVATION_COLUMNS)),
+            (self.ladders, len(_LADDER_COLUMNS)),
             (device_rows, len(_DEVICE_UPDATE_TYPES)),
         ):
             params.extend([list(col) for col in zip(*table_rows, strict=True)] if table_rows else [[]] * width)
@@ -455,6 +483,7 @@ class _Batch:
             await conn.execute_many(_insert_sql(dialect, "incidents", _INCIDENT_COLUMNS), rows)
         for incident in self.incident_updates.values():
             await incident.save(using_db=conn, update_fields=["state", "revision", "updated_at"])
+        await self._wake(conn)
         if self.signals:
             await conn.execute_many(_insert_sql(dialect, "signals", _SIGNAL_COLUMNS), self.signals)
         if self.events:
@@ -464,6 +493,8 @@ class _Batch:
             await conn.execute_many(_insert_sql(dialect, "outbox", _OUTBOX_COLUMNS), rows)
         if self.observations:
             await conn.execute_many(_insert_sql(dialect, "observations", _OBSERVATION_COLUMNS), self.observations)
+        if self.ladders:
+            await conn.execute_many(_insert_sql(dialect, "ladders", _LADDER_COLUMNS), self.ladders)
 
 
 class IncidentStore:
@@ -481,7 +512,9 @@ class IncidentStore:
         several gateways on one PostgreSQL never interleave on a device and never deadlock.
         """
         try:
-            return await self._commit_signals(batch)
+            # Shielded: cancelling the caller (shutdown) must not cut a transaction short, which would leave
+            # SQLite's connection lock held (tortoise takes it before BEGIN).
+            return await asyncio.shield(self._commit_signals(batch))
         except IntegrityError as exc:
             if len(batch) == 1:
                 raise StoreUnavailable(f"signal conflicts with stored data: {exc}") from exc
@@ -529,6 +562,7 @@ class IncidentStore:
                 if frame.event.raises_incident:
                     incident = _new_incident(sig)
                     rows.incidents.append(incident)
+                    rows.ladders.append((incident.id, device.site, True, sig.received_at, sig.received_at))
                     open_by_device[device.device_id] = incident
                     incident_id = incident.id
                     rows.change(
@@ -547,6 +581,7 @@ class IncidentStore:
                         open_by_device[device.device_id] = None
                         incident_id = cancelled.id
                         rows.change(index, cancelled, device, "cancelled", sig.received_at, by="wearer")
+                        rows.wake_ladders.append((sig.received_at, cancelled.id))
                 digest = sig.signed.digest.hex()
                 in_batch[(device.device_id, frame.counter)] = _Seen(digest, incident_id, frame.event, sig.transport)
                 rows.observations.append(self._observation(sig, incident_id))
@@ -623,41 +658,6 @@ class IncidentStore:
         why = "was already used by another frame" if verdict is CounterVerdict.SEEN else "is behind the replay window"
         return _reject(RejectReason.REPLAYED, f"counter {frame.counter} {why}")
 
-    async def acknowledge(self, alert_id: str, operator: str, note: str, now: datetime) -> AckOutcome:
-        """First acknowledgement wins; repeats are no-ops; closed incidents refuse."""
-        try:
-            async with in_transaction() as conn:
-                incident = await Incident.filter(id=alert_id).select_for_update().using_db(conn).first()
-                if incident is None:
-                    return AckOutcome(AckResult.NOT_FOUND)
-                state = AlertState(incident.state)
-                if state is AlertState.ACKNOWLEDGED:
-                    return AckOutcome(AckResult.ALREADY, state)
-                if not can_transition(state, AlertState.ACKNOWLEDGED):
-                    return AckOutcome(AckResult.REFUSED, state)
-                device = await Device.get(device_id=incident.device_id, using_db=conn)
-                incident.state = AlertState.ACKNOWLEDGED.value
-                incident.revision += 1
-                incident.acknowledged_by = operator
-                incident.acknowledged_at = now
-                incident.updated_at = now
-                await incident.save(
-                    using_db=conn,
-                    update_fields=["state", "revision", "acknowledged_by", "acknowledged_at", "updated_at"],
-                )
-                rows = _Batch()
-                rows.change(0, incident, device, "acknowledged", now, operator=operator, note=note)
-                await rows.write(conn, self._gateway_id, now + self._lease)
-        except (BaseORMException, OSError) as exc:
-            raise StoreUnavailable(f"database error: {exc}") from exc
-        return AckOutcome(
-            AckResult.ACKNOWLEDGED,
-            AlertState.ACKNOWLEDGED,
-            tuple(i for _, i, _ in rows.outbox),
-            incident.device_id,
-            incident.counter,
-        )
-
     async def record_follow_up(
         self, alert_id: str, now: datetime, *, gps: GpsFix | None = None, failure: str | None = None
     ) -> tuple[OutboxItem, ...]:
@@ -717,6 +717,9 @@ class IncidentStore:
 
     async def claim_outbox(self, *, now: datetime, limit: int, include_own: bool) -> list[OutboxItem]:
         """Claim pending rows whose lease expired (or, at start-up, this gateway's own), oldest first."""
+        return await asyncio.shield(self._claim_outbox(now=now, limit=limit, include_own=include_own))
+
+    async def _claim_outbox(self, *, now: datetime, limit: int, include_own: bool) -> list[OutboxItem]:
         try:
             async with in_transaction() as conn:
                 claimable = Q(claimed_until__lt=now)
@@ -740,6 +743,9 @@ class IncidentStore:
         Only leases past half-time are renewed, and rows another transaction has locked (a delivery
         mark) are skipped: both lock in id order, so they never deadlock, and this one never waits.
         """
+        await asyncio.shield(self._extend_leases(now))
+
+    async def _extend_leases(self, now: datetime) -> None:
         async with in_transaction() as conn:
             due = (
                 await OutboxMessage.filter(
@@ -756,8 +762,10 @@ class IncidentStore:
     async def mark_delivered(self, keys: Iterable[str], now: datetime) -> None:
         """Record deliveries by idempotency key: rows locked in id order, then one UPDATE."""
         keys = list(keys)
-        if not keys:
-            return
+        if keys:
+            await asyncio.shield(self._mark_delivered(keys, now))
+
+    async def _mark_delivered(self, keys: list[str], now: datetime) -> None:
         async with in_transaction() as conn:
             ids = (
                 await OutboxMessage.filter(key__in=keys)
@@ -809,8 +817,9 @@ def _note_device(device: _DeviceRow, sig: AuthenticatedSignal) -> None:
 def _new_incident(sig: AuthenticatedSignal) -> _IncidentRow:
     frame = sig.signed.frame
     gps = frame.gps
+    incident_id = incident_id_for(frame.device_id, frame.counter)
     return _IncidentRow(
-        id=incident_id_for(frame.device_id, frame.counter),
+        id=incident_id,
         device_id=frame.device_id,
         counter=frame.counter,
         event=frame.event.name.lower(),
@@ -827,6 +836,7 @@ def _new_incident(sig: AuthenticatedSignal) -> _IncidentRow:
         fix_age_s=gps.fix_age_s if gps else None,
         transport=sig.transport,
         updated_at=sig.received_at,
+        short_code=short_code_for(incident_id),
     )
 
 

@@ -76,6 +76,12 @@ class Incident(Model):
     transport = fields.CharField(max_length=16)
     acknowledged_by = fields.CharField(max_length=64, null=True)
     acknowledged_at = fields.DatetimeField(null=True)
+    # 4 digits a responder replies by SMS to acknowledge (derived from the id, see short_code_for).
+    short_code = fields.CharField(max_length=8, default="", db_index=True)
+    # false-alarm, handled or dispatched, with who closed it and when.
+    resolution = fields.CharField(max_length=16, null=True)
+    resolved_by = fields.CharField(max_length=64, null=True)
+    resolved_at = fields.DatetimeField(null=True)
     updated_at = fields.DatetimeField()
 
     device_id: str
@@ -173,3 +179,67 @@ class OutboxMessage(Model):
     class Meta:
         table = "outbox"
         indexes = (("status", "claimed_until"),)
+
+
+class Ladder(Model):
+    """The escalation ladder of one incident: its state machine snapshot and its durable timer."""
+
+    incident_id = fields.CharField(primary_key=True, max_length=36)
+    site = fields.CharField(max_length=64, default="")
+    # gateway.core.ladder.LadderState.to_json(), null until the ladder started (a policy was resolved).
+    state: dict[str, Any] | None = fields.JSONField(null=True)
+    # True while a timer or a send outcome can still move it.
+    active = fields.BooleanField(default=True)
+    # When the runner must look at it next (start, step deadline), null when nothing is due.
+    next_at = fields.DatetimeField(null=True)
+    updated_at = fields.DatetimeField()
+
+    class Meta:
+        table = "ladders"
+        indexes = (("active", "next_at"),)
+
+
+class Notification(Model):
+    """One SMS or call the ladder decided to make: an outbox row with the provider's answer and statuses."""
+
+    id = fields.BigIntField(primary_key=True)
+    # Idempotency key from the ladder (incident, step, channel, target): a send is decided once.
+    key = fields.CharField(max_length=200, unique=True)
+    incident_id = fields.CharField(max_length=36, db_index=True)
+    step = fields.SmallIntField()
+    # sms or voice.
+    channel = fields.CharField(max_length=8)
+    # alert, broadcast or cancelled.
+    purpose = fields.CharField(max_length=12)
+    target_key = fields.CharField(max_length=128)
+    target_name = fields.CharField(max_length=128)
+    phone = fields.CharField(max_length=20, db_index=True)
+    # The SMS text, or what the call says.
+    body = fields.TextField()
+    # pending, sending (a request may have reached the provider), then the provider's statuses.
+    status = fields.CharField(max_length=16, default="pending")
+    provider_sid = fields.CharField(max_length=40, null=True, db_index=True)
+    attempts = fields.IntField(default=0)
+    next_attempt_at = fields.DatetimeField()
+    claimed_by = fields.CharField(max_length=64, null=True)
+    claimed_until = fields.DatetimeField(null=True)
+    error = fields.CharField(max_length=255, null=True)
+    created_at = fields.DatetimeField()
+    updated_at = fields.DatetimeField()
+
+    class Meta:
+        table = "notifications"
+        indexes = (("status", "next_attempt_at"),)
+
+
+class DirectoryVersion(Model):
+    """Every escalation directory (people and policies) loaded, newest wins: the file text as validated."""
+
+    id = fields.BigIntField(primary_key=True)
+    document = fields.TextField()
+    source = fields.CharField(max_length=255)
+    loaded_by = fields.CharField(max_length=64)
+    loaded_at = fields.DatetimeField()
+
+    class Meta:
+        table = "directory_versions"

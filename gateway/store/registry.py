@@ -168,6 +168,7 @@ class DeviceDirectory:
             revoked=device.revoked_at is not None,
             wearer=device.wearer,
             site=device.site,
+            phone=device.phone,
             # Kept (not "unknown") so the device and the operator see the precise reason.
             trust_problem=verdict if isinstance(verdict, Rejection) else None,
         )

@@ -26,7 +26,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from gateway.commandcenter import Acknowledgement, CommandCenterLink
 from gateway.config import MqttSettings
-from gateway.core.incident import AlertState, IncidentView
+from gateway.core.incident import AlertState, IncidentView, short_code_for
 from gateway.protocol import EventType, GpsFix
 
 SHARED_HOST = "127.0.0.1"
@@ -336,6 +336,7 @@ def make_view(alert_id: str | None = None, **changes: Any) -> IncidentView:
         "updated_at": now,
     }
     values.update(changes)
+    values.setdefault("short_code", short_code_for(values["alert_id"]))
     return IncidentView(**values)
 
 
