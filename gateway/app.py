@@ -9,7 +9,7 @@ import signal
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Final
 
@@ -23,8 +23,8 @@ from gateway.config import GatewaySettings
 from gateway.core.authenticate import AuthRules
 from gateway.errors import ConfigError, StoreUnavailable
 from gateway.escalation.carrier import TwilioCarrier
-from gateway.escalation.directory import DirectoryError, dump_directory, load_directory
-from gateway.escalation.engine import DirectoryCache, EscalationEngine, compose
+from gateway.escalation.directory import DirectoryError, load_directory
+from gateway.escalation.engine import DirectoryCache, EscalationEngine, compose, save_directory
 from gateway.escalation.outbox import OutboxPublisher
 from gateway.escalation.sender import NotificationSender
 from gateway.escalation.webhooks import TwilioWebhooks, WebhookDeps
@@ -40,7 +40,7 @@ from gateway.observability import Metrics
 from gateway.store.db import open_database
 from gateway.store.incidents import IncidentStore, OutboxItem
 from gateway.store.ladders import LadderStore
-from gateway.store.models import Device, DirectoryVersion
+from gateway.store.models import Device
 from gateway.store.registry import DeviceDirectory
 
 log = structlog.get_logger(__name__)
@@ -299,18 +299,12 @@ async def running_gateway(settings: GatewaySettings) -> AsyncIterator[RunningGat
 
 
 async def _load_directory_file(path: Path, loaded_by: str) -> None:
-    """Store the directory file as the current version when it differs from the newest one (ConfigError if bad)."""
+    """Make the directory file current when it differs from the stored one (ConfigError when it is invalid)."""
     try:
         directory = load_directory(path)
     except DirectoryError as exc:
         raise ConfigError(f"escalation file {path} is invalid", problems=list(exc.problems)) from None
-    document = dump_directory(directory)
-    latest = await DirectoryVersion.all().order_by("-id").first()
-    if latest is None or latest.document != document:
-        await DirectoryVersion.create(
-            document=document, source=str(path)[:255], loaded_by=loaded_by, loaded_at=datetime.now(UTC)
-        )
-        log.info("escalation directory loaded from file", path=str(path))
+    await save_directory(directory, source=str(path), loaded_by=loaded_by)
 
 
 def _device_ca_bundle(settings: GatewaySettings) -> list[str]:

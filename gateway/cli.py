@@ -1,4 +1,4 @@
-"""panic-gateway: run the service and administer it (config, database, PKI, devices)."""
+"""panic-gateway: run the service and administer it (config, database, PKI, devices, escalation)."""
 
 from __future__ import annotations
 
@@ -158,6 +158,7 @@ def cmd_devices_revoke(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from gateway.escalation.cli import add_escalation_commands
     from gateway.identity.cli import add_pki_commands
 
     parser = argparse.ArgumentParser(prog="panic-gateway", description=__doc__)
@@ -197,6 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     revoke.set_defaults(func=cmd_devices_revoke)
 
     add_pki_commands(sub)
+    add_escalation_commands(sub)
     return parser
 
 

@@ -38,7 +38,13 @@ from gateway.core.ladder import (
     on_timer,
 )
 from gateway.errors import StoreUnavailable
-from gateway.escalation.directory import EMPTY_DIRECTORY, Directory, DirectoryError, parse_directory
+from gateway.escalation.directory import (
+    EMPTY_DIRECTORY,
+    Directory,
+    DirectoryError,
+    dump_directory,
+    parse_directory,
+)
 from gateway.escalation.messages import AlertFacts, call_script, sms_text
 from gateway.observability import Metrics
 from gateway.protocol import GpsFix
@@ -66,6 +72,27 @@ class ResolveResult:
 class ResolveOutcome:
     result: str
     state: AlertState | None = None
+
+
+async def current_directory() -> tuple[int, Directory]:
+    """The newest stored directory and its version (0 and the empty directory when none was loaded)."""
+    latest = await DirectoryVersion.all().order_by("-id").first()
+    if latest is None:
+        return 0, EMPTY_DIRECTORY
+    return latest.id, parse_directory(latest.document, source=f"version {latest.id}")
+
+
+async def save_directory(directory: Directory, *, source: str, loaded_by: str) -> int | None:
+    """Store `directory` as the newest version unless it equals the current one; the new version, or None."""
+    document = dump_directory(directory)
+    latest = await DirectoryVersion.all().order_by("-id").first()
+    if latest is not None and latest.document == document:
+        return None
+    row = await DirectoryVersion.create(
+        document=document, source=source[:255], loaded_by=loaded_by[:64], loaded_at=datetime.now(UTC)
+    )
+    log.info("escalation directory stored", version=row.id, source=source, by=loaded_by)
+    return int(row.id)
 
 
 class DirectoryCache:

@@ -8,8 +8,9 @@ import ssl
 
 import aiohttp
 from twilio.request_validator import RequestValidator
+from yarl import URL
 
-from firmware_sim.phonenet import Behaviour, EventKind
+from firmware_sim.phonenet import Behaviour, EventKind, PhoneNetwork
 from gateway.protocol import EventType
 from gateway.protocol.sms import encode_sms
 from gateway.store.models import IncidentEvent, Ladder, Notification
@@ -298,3 +299,39 @@ async def test_the_message_cap_stops_runaway_messaging(scene: SceneFactory, clie
         assert await Notification.filter(incident_id=alert_id).count() == 2
         types = await event_types(alert_id)
         assert types.count("cap-reached") == 1
+
+
+async def test_retried_status_callbacks_and_a_repeated_keypress_change_nothing_twice(
+    scene: SceneFactory, client_ssl: ssl.SSLContext
+) -> None:
+    async with scene(step("voice", 600, "responder:ana"), behaviours={"ana": Behaviour(call="answer", press="1")}) as s:
+        alert_id = await press(s, client_ssl)
+        await state_is(s, alert_id, "acknowledged")
+        row = await Notification.get(incident_id=alert_id)
+        sid = row.provider_sid
+
+        def callbacks_answered(n: PhoneNetwork) -> bool:
+            statuses = n.find(EventKind.CALL_STATUS, sid=sid)
+            hooks = [e for e in n.find(EventKind.WEBHOOK, sid=sid, purpose="call-status") if e.detail["status"] == 204]
+            return any(e.detail["status"] == "completed" for e in statuses) and len(hooks) == len(statuses)
+
+        await s.net.wait_for(callbacks_answered, WAIT_S)  # every real callback is handled before the replays
+        public = s.gateway.settings.twilio.public_url
+        validator = RequestValidator(AUTH_TOKEN)
+        key = row.key.replace(":", "%3A")
+
+        async def post(path: str, form: dict[str, str]) -> int:
+            url = f"{public}{path}?key={key}"
+            headers = {"X-Twilio-Signature": validator.compute_signature(url, form)}
+            async with (  # encoded=True: send the URL exactly as signed (yarl would normalise %3A)
+                http_client(client_ssl) as http,
+                http.post(URL(url, encoded=True), data=form, headers=headers) as r,
+            ):
+                return r.status
+
+        before = await event_types(alert_id)
+        status = {"CallSid": row.provider_sid or "", "CallStatus": "completed", "AccountSid": "AC" + "5" * 32}
+        assert await post("/v1/twilio/voice/status", status) == 204
+        assert await post("/v1/twilio/voice/gather", {"CallSid": row.provider_sid or "", "Digits": "1"}) == 200
+        assert await event_types(alert_id) == before  # Twilio's retries are no-ops
+        assert (await event_types(alert_id)).count("acknowledged") == 1
