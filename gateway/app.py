@@ -221,6 +221,7 @@ async def running_gateway(settings: GatewaySettings) -> AsyncIterator[RunningGat
             metrics=metrics,
             ready=ready,
             ensure_published=ensure_published,
+            store=store,
         )
         routes = IncidentApi(ApiDeps(settings.api, store, engine, metrics)).routes()
         if settings.twilio.enabled:

@@ -7,7 +7,7 @@ import ssl
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 import structlog
@@ -25,7 +25,7 @@ from gateway.ingest.pipeline import SignalPipeline
 from gateway.observability import Metrics
 from gateway.protocol import const
 from gateway.rejection import HTTP_STATUS, Rejection, RejectReason
-from gateway.store.incidents import Outcome
+from gateway.store.incidents import IncidentStore, Outcome
 from gateway.store.registry import DeviceDirectory
 
 log = structlog.get_logger(__name__)
@@ -35,6 +35,8 @@ PROBLEM_TYPE: Final = "application/problem+json"
 #: Retry-After for a database outage: long enough not to hammer it, short for a panic.
 STORE_RETRY_AFTER_S: Final = 1
 TRANSPORT: Final = "https"
+#: A heartbeat's answer names the device's latest incident raised this recently (its wearer's display).
+INCIDENT_MEMORY: Final = timedelta(hours=24)
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +52,8 @@ class IngestDeps:
     #: Called for a retry of a stored press: its current state goes out again, whatever the outbox holds
     #: (the first attempt's gateway may have crashed between commit and publish).
     ensure_published: Callable[[str], None]
+    #: Incidents, for the answer to a wearable's later signals (is someone on it?).
+    store: IncidentStore
 
 
 DEPS: Final = web.AppKey("deps", IngestDeps)
@@ -129,15 +133,27 @@ async def post_signal(request: web.Request) -> web.Response:
             kind=event,
             delayed=result.delayed,
         )
-    return web.json_response(
-        {
-            "incident_id": outcome.incident_id,
-            "status": outcome.outcome.value,
-            "delayed": result.delayed,
-            "event": event,
-        },
-        status=202,
-    )
+    answer: dict[str, Any] = {
+        "incident_id": outcome.incident_id,
+        "status": outcome.outcome.value,
+        "delayed": result.delayed,
+        "event": event,
+    }
+    if not frame.event.raises_incident:
+        # The wearable's next contact after a press: tell it whether someone has the alert (its display).
+        answer["incident"] = await _latest_incident(deps, frame.device_id)
+    return web.json_response(answer, status=202)
+
+
+async def _latest_incident(deps: IngestDeps, device_id: str) -> dict[str, Any] | None:
+    since = datetime.now(UTC) - INCIDENT_MEMORY
+    try:
+        view = await deps.store.latest_incident(device_id, since)
+    except StoreUnavailable:
+        return None  # the signal is stored; the display can wait for the next contact
+    if view is None:
+        return None
+    return {"id": view.alert_id, "state": view.state.value, "acknowledged_by": view.acknowledged_by}
 
 
 def _unavailable(deps: IngestDeps, detail: str) -> web.Response:

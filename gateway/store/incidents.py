@@ -700,6 +700,19 @@ class IncidentStore:
             raise StoreUnavailable(f"database error: {exc}") from exc
         return [view_of(i, i.device.wearer, i.device.site) for i in incidents]
 
+    async def latest_incident(self, device_id: str, since: datetime) -> IncidentView | None:
+        """The device's most recent incident raised since `since` (what its wearer's display should show)."""
+        try:
+            incident = (
+                await Incident.filter(device_id=device_id, received_at__gte=since)
+                .order_by("-received_at")
+                .prefetch_related("device")
+                .first()
+            )
+        except (BaseORMException, OSError) as exc:
+            raise StoreUnavailable(f"database error: {exc}") from exc
+        return None if incident is None else view_of(incident, incident.device.wearer, incident.device.site)
+
     async def get_incident(self, alert_id: str) -> IncidentView | None:
         incident = await Incident.filter(id=alert_id).prefetch_related("device").first()
         return None if incident is None else view_of(incident, incident.device.wearer, incident.device.site)

@@ -214,6 +214,11 @@ async def test_an_mqtt_acknowledgement_stops_the_ladder(scene: SceneFactory, cli
         await state_is(s, alert_id, "acknowledged")
         await ladder_settled(alert_id)
         assert s.messages_to("ana") == 0
+        # The wearable's next contact (a heartbeat) learns that an operator has it.
+        async with http_client(client_ssl) as http:
+            status, body, _ = await post_frame(http, s.gateway, s.wearable.frame(EventType.HEARTBEAT))
+        assert status == 202
+        assert body["incident"] == {"id": alert_id, "state": "acknowledged", "acknowledged_by": "op-1"}
 
 
 async def test_unsigned_and_mis_signed_webhooks_are_refused(scene: SceneFactory, client_ssl: ssl.SSLContext) -> None:
