@@ -30,6 +30,8 @@ log = structlog.get_logger(__name__)
 #: A note is for people: a few lines, not a document.
 MAX_NOTE_CHARS: Final = 500
 MAX_BODY_BYTES: Final = 4096
+#: The incident id column's width.
+MAX_ID_CHARS: Final = 36
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +79,9 @@ class IncidentApi:
                 response = problem(401, "unauthorized", "send Authorization: Bearer <token> with a configured token")
                 response.headers["WWW-Authenticate"] = 'Bearer realm="panic-gateway"'
                 return response
+            alert_id = request.match_info.get("alert_id", "")
+            if not _known_id(alert_id):
+                return problem(404, "not-found", f"no incident {alert_id[:40]}")
             return await handler(request, client)
 
         return checked
@@ -153,6 +158,11 @@ class IncidentApi:
         if outcome.result == ResolveResult.ALREADY:
             return problem(409, "already-resolved", f"incident {alert_id} is already resolved")
         return web.json_response({"alert_id": alert_id, "result": "resolved", "reason": reason.value})
+
+
+def _known_id(alert_id: str) -> bool:
+    """Incident ids are UUIDs (36 characters); anything longer cannot name one."""
+    return 1 <= len(alert_id) <= MAX_ID_CHARS
 
 
 async def _json_body(request: web.Request) -> dict[str, Any] | web.Response:

@@ -236,6 +236,8 @@ async def running_gateway(settings: GatewaySettings) -> AsyncIterator[RunningGat
                     rules=rules,
                     metrics=metrics,
                     ensure_published=ensure_published,
+                    device_rate_per_s=settings.http.device_rate_per_s,
+                    device_burst=settings.http.device_burst,
                 )
             )
             routes += webhooks.routes()

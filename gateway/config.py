@@ -6,6 +6,7 @@ import enum
 import socket
 from pathlib import Path
 from typing import Any, ClassVar
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import (
@@ -209,6 +210,14 @@ class EscalationSettings(_Section):
     tick_s: float = Field(0.5, gt=0, le=10)
     #: Site time zone for the times in SMS and calls (IANA name).
     time_zone: str = "UTC"
+
+    @model_validator(mode="after")
+    def _known_zone(self) -> EscalationSettings:
+        try:
+            ZoneInfo(self.time_zone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"time_zone {self.time_zone!r} is not an IANA time zone (e.g. Europe/Berlin)") from None
+        return self
 
 
 class ApiSettings(_Section):

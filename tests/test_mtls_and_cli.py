@@ -56,6 +56,9 @@ def test_devices_add_list_show_revoke(
     monkeypatch.setenv("PANIC_DATABASE__URL", f"sqlite://{tmp_path / 'cli.sqlite3'}")
     monkeypatch.setenv("PANIC_PKI__DIRECTORY", str(pki.directory))
     cert, _ = issue_device_files(pki, "cli-dev-1")
+    spaced = ["devices", "add", "--cert", str(cert), "--wearer", "Ada", "--phone", "+49 30 123456789"]
+    assert main(spaced) == 2  # SMS frames are matched on the exact E.164 sender
+    assert "is not an E.164 number" in capsys.readouterr().err
     assert (
         main(
             [

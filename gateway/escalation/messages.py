@@ -105,6 +105,10 @@ def sms_reply_already(facts: AlertFacts, by: str | None) -> str:
     return f"Alert {facts.short_code} for {facts.wearer} is already taken{who}."
 
 
+def sms_reply_closed(facts: AlertFacts, state: str) -> str:
+    return f"Alert {facts.short_code} for {facts.wearer} is {state}: nothing to acknowledge."
+
+
 SMS_REPLY_UNKNOWN: Final = "No open alert you were sent matches that code. Reply with the 4 digits from the alert."
 
 

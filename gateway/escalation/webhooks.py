@@ -8,6 +8,7 @@ digit or reply changes nothing twice.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -22,6 +23,7 @@ from twilio.twiml.voice_response import VoiceResponse
 from gateway.core.authenticate import AuthRules
 from gateway.core.incident import AlertState
 from gateway.core.ladder import SendOutcome, Target
+from gateway.core.ratelimit import RateLimiter
 from gateway.errors import StoreUnavailable
 from gateway.escalation import messages
 from gateway.escalation.engine import EscalationEngine
@@ -104,6 +106,9 @@ class WebhookDeps:
     metrics: Metrics
     #: A stored press seen again (a retried SMS): its state goes out again.
     ensure_published: Callable[[str], None]
+    #: Per-device token bucket for chatter frames (http.device_rate_per_s / device_burst).
+    device_rate_per_s: float
+    device_burst: int
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -115,6 +120,8 @@ class TwilioWebhooks:
     def __init__(self, deps: WebhookDeps) -> None:
         self._deps = deps
         self._validator = RequestValidator(deps.auth_token)
+        # Chatter (heartbeats) by SMS is throttled per device like over HTTPS; presses never are.
+        self._per_device = RateLimiter(deps.device_rate_per_s, deps.device_burst)
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -168,6 +175,7 @@ class TwilioWebhooks:
             now=datetime.now(UTC),
             sender_phone=sender,
             peer=mask_phone(sender),
+            throttle=lambda device_id: self._per_device.acquire(device_id, time.monotonic()),
         )
         if isinstance(result, Rejection):
             self._refused_frame(sender, result)
@@ -186,13 +194,18 @@ class TwilioWebhooks:
         self._deps.metrics.webhooks.labels("sms-frame", rejection.reason.value).inc()
         log.info("SMS frame refused", sender=mask_phone(sender), reason=rejection.reason.value, detail=rejection.detail)
 
-    async def _reply(self, sender: str, body: str) -> str:
+    async def _reply(self, sender: str, body: str) -> str | None:
         """A responder's reply: acknowledge the open incident they were notified of whose code the text holds."""
         codes = _CODE.findall(body)
         notified = await Notification.filter(phone=sender).order_by("-id").limit(200)
         incident_ids = list(dict.fromkeys(n.incident_id for n in notified))
-        if not codes or not incident_ids:
-            log.info("SMS reply without a matching code", sender=mask_phone(sender))
+        if not incident_ids:
+            # Not a number the gateway ever texted: no answer (each reply costs an SMS, and says nothing to strangers).
+            self._deps.metrics.webhooks.labels("sms-in", "stranger").inc()
+            log.info("SMS from a number never notified: ignored", sender=mask_phone(sender))
+            return None
+        if not codes:
+            log.info("SMS reply without a code", sender=mask_phone(sender))
             return messages.SMS_REPLY_UNKNOWN
         incidents = await Incident.filter(id__in=incident_ids, short_code__in=codes).order_by("-received_at")
         if not incidents:
@@ -207,7 +220,9 @@ class TwilioWebhooks:
         if outcome.result is AckResult.ACKNOWLEDGED:
             return messages.sms_reply_acknowledged(facts)
         fresh = await Incident.get(id=incident.id)
-        return messages.sms_reply_already(facts, fresh.acknowledged_by)
+        if AlertState(fresh.state) is AlertState.ACKNOWLEDGED:
+            return messages.sms_reply_already(facts, fresh.acknowledged_by)
+        return messages.sms_reply_closed(facts, fresh.state)
 
     async def sms_status(self, request: web.Request, params: dict[str, str]) -> web.Response:
         status = params.get("MessageStatus") or params.get("SmsStatus", "")

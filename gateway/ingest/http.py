@@ -35,6 +35,9 @@ PROBLEM_TYPE: Final = "application/problem+json"
 #: Retry-After for a database outage: long enough not to hammer it, short for a panic.
 STORE_RETRY_AFTER_S: Final = 1
 TRANSPORT: Final = "https"
+SIGNALS_PATH: Final = "/v1/signals"
+#: Bodies other than signals (Twilio webhook forms, API JSON with notes) may be this large.
+OTHER_MAX_BODY_BYTES: Final = 16 * 1024
 #: A heartbeat's answer names the device's latest incident raised this recently (its wearer's display).
 INCIDENT_MEMORY: Final = timedelta(hours=24)
 
@@ -103,6 +106,9 @@ async def post_signal(request: web.Request) -> web.Response:
         deps.metrics.signals_rejected.labels(RejectReason.RATE_LIMITED.value, TRANSPORT).inc()
         return problem(429, RejectReason.RATE_LIMITED.value, "too many requests from this address", retry_after=wait)
     body = await request.read()
+    if len(body) > deps.settings.max_body_bytes:  # sent without a Content-Length
+        deps.metrics.signals_rejected.labels("oversized", TRANSPORT).inc()
+        return problem(413, "oversized", f"body is larger than {deps.settings.max_body_bytes} bytes")
     limits = request.app[LIMITS]
     try:
         result = await accept_signed_frame(
@@ -199,7 +205,8 @@ async def problem_middleware(
     try:
         return await handler(request)
     except web.HTTPRequestEntityTooLarge as exc:
-        request.app[DEPS].metrics.signals_rejected.labels("oversized", TRANSPORT).inc()
+        if request.path == SIGNALS_PATH:
+            request.app[DEPS].metrics.signals_rejected.labels("oversized", TRANSPORT).inc()
         return problem(413, "oversized", exc.text or "body too large")
     except web.HTTPException as exc:
         if exc.status < 400:
@@ -211,13 +218,15 @@ async def problem_middleware(
 
 
 def build_app(deps: IngestDeps, routes: Sequence[web.RouteDef] = ()) -> web.Application:
-    app = web.Application(middlewares=[problem_middleware], client_max_size=deps.settings.max_body_bytes)
+    # The signal endpoint enforces its own, smaller limit; webhooks and API calls carry forms and JSON notes.
+    max_size = max(deps.settings.max_body_bytes, OTHER_MAX_BODY_BYTES)
+    app = web.Application(middlewares=[problem_middleware], client_max_size=max_size)
     app[DEPS] = deps
     s = deps.settings
     app[LIMITS] = _Limits(
         RateLimiter(s.address_rate_per_s, s.address_burst), RateLimiter(s.device_rate_per_s, s.device_burst)
     )
-    app.router.add_post("/v1/signals", post_signal)
+    app.router.add_post(SIGNALS_PATH, post_signal)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -21,6 +22,8 @@ from gateway.store.models import Device, Revocation
 #: An unknown device id is looked up again after this long: short enough that a device registered
 #: while the gateway runs is accepted within seconds, long enough that garbage ids don't hammer the database.
 NEGATIVE_TTL_S: Final = 2.0
+#: A phone number as the phone network writes it (the `From` of an SMS): SMS frames must come from it exactly.
+E164: Final = re.compile(r"\+[1-9][0-9]{7,14}")
 
 
 #: Revocations are looked for a little before the last refresh, so clock skew between this gateway and
@@ -71,6 +74,12 @@ class DeviceRegistry:
         identity = self._trust.verify(cert, now)
         if isinstance(identity, Rejection):
             raise RegistryError(f"certificate refused: {identity.detail}", device_id="?")
+        if phone and not E164.fullmatch(phone):
+            # SMS frames are accepted only from this exact number, as the phone network writes it.
+            raise RegistryError(
+                f"phone {phone!r} is not an E.164 number (+ and 8 to 15 digits, no spaces)",
+                device_id=identity.device_id,
+            )
         if await Revocation.exists(cert_fingerprint=identity.fingerprint):
             raise RegistryError("this certificate was revoked; issue a new one", device_id=identity.device_id)
         if await Device.exists(device_id=identity.device_id):

@@ -76,3 +76,10 @@ def test_load_show_edit_and_export_the_directory(
     text = exported.read_text()
     assert "Deaf: text, do not call" in text and 'id = "dee"' in text
     assert main(["escalation", "check", str(exported)]) == 0
+
+
+def test_a_bad_time_zone_is_refused_when_settings_load(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "gateway.toml"
+    config.write_text('[escalation]\ntime_zone = "Europe/Atlantis"\n')
+    assert main(["config", "check", str(config)]) == 2
+    assert "'Europe/Atlantis' is not an IANA time zone" in capsys.readouterr().err

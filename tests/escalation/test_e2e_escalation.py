@@ -340,3 +340,19 @@ async def test_retried_status_callbacks_and_a_repeated_keypress_change_nothing_t
         assert await post("/v1/twilio/voice/gather", {"CallSid": row.provider_sid or "", "Digits": "1"}) == 200
         assert await event_types(alert_id) == before  # Twilio's retries are no-ops
         assert (await event_types(alert_id)).count("acknowledged") == 1
+
+
+async def test_replies_to_strangers_cost_nothing_and_a_closed_alert_says_so(
+    scene: SceneFactory, client_ssl: ssl.SSLContext
+) -> None:
+    async with scene(step("sms", 600, "responder:ana")) as s:
+        stranger = await s.net.send_sms(from_="+15559990001", to=GATEWAY_NUMBER, body="1234")
+        assert stranger.status == 200 and "<Message>" not in stranger.body
+        alert_id = await press(s, client_ssl)
+        await s.net.wait_for(lambda n: len(s.handsets["ana"].inbox) == 1, WAIT_S)
+        await press_cancel(s, client_ssl)
+        await state_is(s, alert_id, "cancelled")
+        code = s.observer.states[alert_id]["short_code"]
+        late = await s.net.send_sms(from_=PEOPLE["ana"][1], to=GATEWAY_NUMBER, body=f"ok {code}")
+        assert f"Alert {code} for Ada Lovelace is cancelled: nothing to acknowledge." in late.body
+        assert s.observer.states[alert_id]["state"] == "cancelled"

@@ -8,8 +8,17 @@ from typing import Any, Final
 
 import pytest
 
+from gateway.core.ladder import ResolveReason
+from gateway.escalation.sender import (
+    CALL_GATHER_PATH,
+    CALL_STATUS_PATH,
+    CALL_TWIML_PATH,
+    SMS_INBOUND_PATH,
+    SMS_STATUS_PATH,
+)
 from gateway.protocol import EventType, Flags, const
 from gateway.rejection import HTTP_STATUS, RejectReason
+from gateway.store.incidents import AckResult
 
 DOCS: Final = Path(__file__).resolve().parents[2] / "docs"
 PROTOCOL: Final = (DOCS / "PROTOCOL.md").read_text(encoding="utf-8")
@@ -20,6 +29,35 @@ OTHER_PROBLEMS: Final = {
     "oversized": 413,
     "unsupported-media-type": 415,
     "internal-error": 500,
+}
+
+
+#: The REST API's operations and the statuses each documents (gateway/api.py).
+INCIDENT_PATHS: Final = {
+    "/v1/incidents/{alert_id}": ("get", {200, 401, 404, 500}),
+    "/v1/incidents/{alert_id}/ack": ("post", {200, 400, 401, 404, 409, 413, 415, 422, 500}),
+    "/v1/incidents/{alert_id}/resolve": ("post", {200, 400, 401, 404, 409, 413, 415, 422, 500}),
+}
+#: The Twilio webhooks (gateway/escalation/webhooks.py) and what a signed request gets.
+TWILIO_PATHS: Final = {
+    SMS_INBOUND_PATH: "application/xml",
+    SMS_STATUS_PATH: None,
+    CALL_TWIML_PATH: "application/xml",
+    CALL_GATHER_PATH: "application/xml",
+    CALL_STATUS_PATH: None,
+}
+#: Reasons of the REST API's and the webhooks' problems.
+API_PROBLEMS: Final = {
+    "unauthorized",
+    "forbidden",
+    "not-found",
+    "invalid-json",
+    "invalid-note",
+    "invalid-operator",
+    "invalid-reason",
+    "incident-closed",
+    "already-resolved",
+    "service-unavailable",
 }
 
 
@@ -123,7 +161,14 @@ def all_refs(node: Any) -> list[str]:
 
 def test_openapi_is_3_1_and_every_ref_resolves(openapi: dict[str, Any]) -> None:
     assert str(openapi["openapi"]).startswith("3.1")
-    assert set(openapi["paths"]) == {"/v1/signals", "/healthz", "/readyz", "/metrics"}
+    assert set(openapi["paths"]) == {
+        "/v1/signals",
+        *INCIDENT_PATHS,
+        *TWILIO_PATHS,
+        "/healthz",
+        "/readyz",
+        "/metrics",
+    }
     for ref in all_refs(openapi):
         resolve(openapi, {"$ref": ref})
 
@@ -149,6 +194,75 @@ def test_openapi_schemas_match_the_code(openapi: dict[str, Any]) -> None:
     assert schemas["Accepted"]["properties"]["status"]["enum"] == ["accepted", "duplicate"]
     assert set(schemas["Problem"]["required"]) >= {"type", "title", "status", "reason"}
     assert set(schemas["Readiness"]["properties"]["checks"]["required"]) == {"database", "mqtt"}
+
+
+def test_openapi_incident_operations(openapi: dict[str, Any]) -> None:
+    bearer = openapi["components"]["securitySchemes"]["bearerToken"]
+    assert (bearer["type"], bearer["scheme"]) == ("http", "bearer")
+    for path, (method, statuses) in INCIDENT_PATHS.items():
+        operation = openapi["paths"][path][method]
+        assert operation["security"] == [{"bearerToken": []}], path
+        assert {int(code) for code in operation["responses"]} == statuses, path
+        parameters = [resolve(openapi, p) for p in operation["parameters"]]
+        assert [(p["name"], p["in"]) for p in parameters] == [("alert_id", "path")]
+        for code, response in operation["responses"].items():
+            media = "application/problem+json" if int(code) >= 400 else "application/json"
+            assert list(resolve(openapi, response)["content"]) == [media], (path, code)
+        if method == "post":
+            assert list(operation["requestBody"]["content"]) == ["application/json"]
+
+
+def test_openapi_incident_schemas_match_the_code(openapi: dict[str, Any]) -> None:
+    schemas = openapi["components"]["schemas"]
+    assert schemas["ResolveReason"]["enum"] == [r.value for r in ResolveReason]
+    assert schemas["AckResult"]["properties"]["result"]["enum"] == [AckResult.ACKNOWLEDGED, AckResult.ALREADY]
+    assert set(schemas["Reason"]["enum"]) >= API_PROBLEMS
+    assert schemas["Incident"]["allOf"][0] == {"$ref": "#/components/schemas/AlertState"}
+    extra = schemas["Incident"]["allOf"][1]
+    assert set(extra["required"]) == {"events", "notifications"}
+    assert set(schemas["IncidentEvent"]["required"]) == {"revision", "type", "at", "detail"}
+    assert set(schemas["Notification"]["required"]) == {
+        "step",
+        "channel",
+        "purpose",
+        "to",
+        "phone",
+        "status",
+        "attempts",
+        "error",
+        "created_at",
+        "updated_at",
+    }
+
+
+def test_openapi_alert_state_is_the_asyncapi_one(openapi: dict[str, Any]) -> None:
+    yaml = pytest.importorskip("yaml")
+    asyncapi = yaml.safe_load((DOCS / "asyncapi.yaml").read_text(encoding="utf-8"))["components"]["schemas"]
+    ours = openapi["components"]["schemas"]
+    assert ours["AlertState"]["required"] == asyncapi["AlertState"]["required"]
+    assert set(ours["AlertState"]["properties"]) == set(asyncapi["AlertState"]["properties"])
+    for name in ("state", "event", "counter", "battery", "short_code", "resolution"):
+        theirs = {k: v for k, v in asyncapi["AlertState"]["properties"][name].items() if k != "description"}
+        mine = {k: v for k, v in ours["AlertState"]["properties"][name].items() if k != "description"}
+        assert mine == theirs, name
+    for name in ("Timestamp", "AlertId"):
+        assert ours[name] == asyncapi[name], name
+    assert ours["Location"]["required"] == asyncapi["Location"]["required"]
+
+
+def test_openapi_twilio_webhooks(openapi: dict[str, Any]) -> None:
+    for path, answer in TWILIO_PATHS.items():
+        operation = openapi["paths"][path]["post"]
+        parameters = {(p["name"], p["in"]) for p in (resolve(openapi, p) for p in operation["parameters"])}
+        assert ("X-Twilio-Signature", "header") in parameters, path
+        assert (("key", "query") in parameters) == (path != SMS_INBOUND_PATH), path
+        assert list(operation["requestBody"]["content"]) == ["application/x-www-form-urlencoded"]
+        responses = operation["responses"]
+        assert resolve(openapi, responses["403"])["content"].keys() == {"application/problem+json"}
+        if answer is None:
+            assert "204" in responses and "200" not in responses, path
+        else:
+            assert list(responses["200"]["content"]) == [answer], path
 
 
 def test_annotated_example_is_the_panic_gps_vector() -> None:
