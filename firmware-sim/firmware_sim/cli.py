@@ -1,4 +1,4 @@
-"""The `panic-sim` command: enrol virtual wearables, press their buttons, inject faults, drive a fleet."""
+"""The `panic-sim` command: enrol virtual wearables, press their buttons, inject faults, drive a fleet, run phones."""
 
 from __future__ import annotations
 
@@ -341,7 +341,32 @@ def _parser() -> argparse.ArgumentParser:
     air.add_argument("--range-m", type=float, default=30.0, help="beyond this distance nothing is heard")
     air.add_argument("--seed", type=int, default=None, help="reproducible noise")
     air.set_defaults(func=_air)
+
+    phones = commands.add_parser(
+        "phones", help="local Twilio-compatible phone network for a gateway: handsets, SMS, calls, webhooks"
+    )
+    phones.add_argument(
+        "--config", type=Path, required=True, metavar="FILE", help="phones TOML (see firmware-sim/phones.example.toml)"
+    )
+    phones.add_argument("--host", default="127.0.0.1", help="address to serve the API on (default 127.0.0.1)")
+    phones.add_argument("--port", type=_port, default=0, help="port to serve the API on (default 0: any free port)")
+    phones.add_argument(
+        "--auth-token-env",
+        metavar="NAME",
+        help="read the auth token from this environment variable instead of the file's auth_token",
+    )
+    phones.set_defaults(func=_phones)
     return parser
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 0xFFFF:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port 0..65535")
+    return value
 
 
 def _placement(text: str) -> tuple[str, Any]:
@@ -378,6 +403,23 @@ def _air(args: argparse.Namespace) -> int:
 
     asyncio.run(run())
     return 0
+
+
+def _phones(args: argparse.Namespace) -> int:
+    import os
+
+    from firmware_sim.phonenet_cli import PhonesFileError, load_phones, serve_phones
+    from gateway.config import LogSettings
+    from gateway.observability import configure_logging
+
+    try:
+        setup = load_phones(args.config, auth_token_env=args.auth_token_env, environ=os.environ)
+    except PhonesFileError as exc:
+        print(f"panic-sim phones: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    configure_logging(LogSettings(level="WARNING"))  # on stderr: stdout is the base URL, then the events
+    asyncio.run(serve_phones(setup, host=args.host, port=args.port))
+    return EXIT_OK
 
 
 def _demo(args: argparse.Namespace) -> int:

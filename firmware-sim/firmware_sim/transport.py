@@ -44,6 +44,7 @@ class UplinkResult:
         deadline ran out on retryable answers or network errors.
     delayed: the gateway marked the signal as delayed (device time far behind its own).
     event: the event name the gateway understood.
+    transport: what carried the signal: "https", or "sms" when the wearable had no data (sms_uplink.py).
     """
 
     status_code: int | None
@@ -56,6 +57,7 @@ class UplinkResult:
     final: bool
     delayed: bool = False
     event: str | None = None
+    transport: str = "https"
 
     @property
     def accepted(self) -> bool:
