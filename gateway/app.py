@@ -88,8 +88,12 @@ async def running_gateway(settings: GatewaySettings) -> AsyncIterator[RunningGat
         await stack.enter_async_context(open_database(settings.database.url.get_secret_value()))
         trust = load_device_trust(settings.pki)
         directory = DeviceDirectory(trust)
+        directory_cache = DirectoryCache()
         store = IncidentStore(
-            gateway_id=settings.gateway_id, replay_window=settings.auth.replay_window, outbox_lease=OUTBOX_LEASE
+            gateway_id=settings.gateway_id,
+            replay_window=settings.auth.replay_window,
+            outbox_lease=OUTBOX_LEASE,
+            escalates=directory_cache.escalates,
         )
         prefix = mqtt.topic_prefix
         publisher_ref: list[OutboxPublisher] = []
@@ -144,7 +148,6 @@ async def running_gateway(settings: GatewaySettings) -> AsyncIterator[RunningGat
         publisher_ref.append(publisher)
         if settings.escalation.file is not None:
             await _load_directory_file(settings.escalation.file, settings.gateway_id)
-        directory_cache = DirectoryCache()
         ladders = LadderStore(
             gateway_id=settings.gateway_id,
             outbox_lease=OUTBOX_LEASE,

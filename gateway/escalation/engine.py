@@ -114,6 +114,14 @@ class DirectoryCache:
         self.version = latest.id
         log.info("escalation directory loaded", version=latest.id, source=latest.source)
 
+    def escalates(self, site: str) -> bool:
+        """Whether incidents of `site` get a ladder (a policy serves the site)."""
+        return self.directory.policy_for(site) is not None
+
+    @property
+    def has_policies(self) -> bool:
+        return bool(self.directory.policies)
+
     def plan_for(self, incident: Incident, device: Device) -> Plan | None:
         directory = self.directory
         policy = directory.policy_for(device.site)
@@ -200,6 +208,8 @@ class EscalationEngine:
 
     def poke(self, incident_ids: Sequence[str]) -> None:
         """New or cancelled incidents: start or stop their ladders now (the tick would, a moment later)."""
+        if not self.directory.has_policies:
+            return  # no ladders at all: nothing to start or stop
         for incident_id in incident_ids:
             if incident_id in self._syncing:
                 continue
@@ -217,7 +227,7 @@ class EscalationEngine:
             timed = on_timer(ladder, now)
             return Transition(timed.state, (*actions, *timed.actions))
 
-        return await self._apply(incident_id, now, decide, "sync")
+        return await self._apply(incident_id, now, decide, "sync", create=False)
 
     async def acknowledge(
         self, alert_id: str, *, by: str, via: str, note: str = "", target: Target | None = None
@@ -299,9 +309,15 @@ class EscalationEngine:
     # --- machinery ----------------------------------------------------------------------------------------------
 
     async def _apply(
-        self, incident_id: str, now: datetime, decide: Callable[[LadderContext], Transition | None], kind: str
+        self,
+        incident_id: str,
+        now: datetime,
+        decide: Callable[[LadderContext], Transition | None],
+        kind: str,
+        *,
+        create: bool = True,
     ) -> Applied | None:
-        applied = await self._store.apply(incident_id, now, decide)
+        applied = await self._store.apply(incident_id, now, decide, create=create)
         if applied is None:
             return None
         self._metrics.ladder_changes.labels(kind).inc()

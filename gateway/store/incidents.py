@@ -6,7 +6,7 @@ import asyncio
 import enum
 import json
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
@@ -500,10 +500,19 @@ class _Batch:
 class IncidentStore:
     """Transactions over incidents. Every method raises StoreUnavailable when the database fails."""
 
-    def __init__(self, *, gateway_id: str, replay_window: int, outbox_lease: timedelta) -> None:
+    def __init__(
+        self,
+        *,
+        gateway_id: str,
+        replay_window: int,
+        outbox_lease: timedelta,
+        escalates: Callable[[str], bool] = lambda site: False,
+    ) -> None:
+        """escalates(site): whether incidents of this site get an escalation ladder (a policy serves the site)."""
         self._gateway_id = gateway_id
         self._window = replay_window
         self._lease = outbox_lease
+        self._escalates = escalates
 
     async def commit_signals(self, batch: Sequence[AuthenticatedSignal]) -> list[SignalOutcome]:
         """Decide replays and commit a batch of signals with their incidents, events and outbox rows.
@@ -562,7 +571,8 @@ class IncidentStore:
                 if frame.event.raises_incident:
                     incident = _new_incident(sig)
                     rows.incidents.append(incident)
-                    rows.ladders.append((incident.id, device.site, True, sig.received_at, sig.received_at))
+                    if self._escalates(device.site):  # no policy, no ladder: the command center alone
+                        rows.ladders.append((incident.id, device.site, True, sig.received_at, sig.received_at))
                     open_by_device[device.device_id] = incident
                     incident_id = incident.id
                     rows.change(

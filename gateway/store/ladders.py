@@ -115,16 +115,17 @@ class LadderStore:
             raise StoreUnavailable(f"database error: {exc}") from exc
         return [str(i) for i in ids]
 
-    async def apply(self, incident_id: str, now: datetime, decide: Decide) -> Applied | None:
+    async def apply(self, incident_id: str, now: datetime, decide: Decide, *, create: bool = True) -> Applied | None:
         """Lock the ladder and the incident, let `decide` pick a transition, and commit it with its effects.
 
         A ladder that has not started is started first when its incident is still new (raised), with the plan of
         its site; without a policy it stays idle and only records acknowledgements, cancels and resolutions.
-        None: no such incident. Shielded: a caller cancelled meanwhile (shutdown) never cuts a transaction short.
+        None: no such incident, or (create=False) no ladder. Shielded: a caller cancelled meanwhile (shutdown)
+        never cuts a transaction short.
         """
-        return await asyncio.shield(self._apply(incident_id, now, decide))
+        return await asyncio.shield(self._apply(incident_id, now, decide, create))
 
-    async def _apply(self, incident_id: str, now: datetime, decide: Decide) -> Applied | None:
+    async def _apply(self, incident_id: str, now: datetime, decide: Decide, create: bool) -> Applied | None:
         try:
             async with in_transaction() as conn:
                 incident = await Incident.filter(id=incident_id).select_for_update().using_db(conn).first()
@@ -132,7 +133,9 @@ class LadderStore:
                     return None
                 row = await Ladder.filter(incident_id=incident_id).select_for_update().using_db(conn).first()
                 device = await Device.get(device_id=incident.device_id, using_db=conn)
-                if row is None:  # an incident from before ladders existed
+                if row is None and not create:
+                    return None  # its site has no policy: nothing runs
+                if row is None:  # no policy when it was raised, or from before ladders existed
                     row = Ladder(incident_id=incident_id, site=device.site, state=None, active=False, updated_at=now)
                     await row.save(using_db=conn, force_create=True)
                 actions: list[Any] = []
