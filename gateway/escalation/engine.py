@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -289,6 +290,18 @@ class EscalationEngine:
         if row is None:
             return
         now = datetime.now(UTC)
+        if not outcome.is_final:
+            # Progress cannot end a step: logged and published without a ladder transaction (the cheap path
+            # that most provider callbacks take).
+            event_id = f"{row.incident_id}:n:{hashlib.sha256(f'{key}:{outcome.value}'.encode()).hexdigest()[:16]}"
+            extra = {"key": key, "outcome": outcome.value, "channel": row.channel, "to": row.target_name}
+            if detail:
+                extra["detail"] = detail[:200]
+            items = await self._store.record_progress(row.incident_id, event_id, now, **extra)
+            self._metrics.ladder_changes.labels("progress").inc()
+            if items:
+                self._publish(items)
+            return
 
         def decide(ctx: LadderContext) -> Transition:
             ladder, actions = _reconciled(ctx, now)

@@ -28,7 +28,8 @@ from gateway.store.models import Notification
 
 log = structlog.get_logger(__name__)
 
-#: Sends in flight at once: 50 incidents escalating together each notify a few people within the second.
+#: Requests to the provider in flight at once: 50 incidents escalating together each notify a few people
+#: within the second.
 MAX_IN_FLIGHT: Final = 32
 #: How often due rows nobody holds are looked for (another gateway died, a retry came due after a restart).
 SWEEP_INTERVAL_S: Final = 1.0
@@ -102,8 +103,7 @@ class NotificationSender:
     async def _run(self, key: str) -> None:
         retry_in: float | None = None
         try:
-            async with self._slots:
-                retry_in = await self._send(key)
+            retry_in = await self._send(key)
         except StoreUnavailable as exc:
             log.warning("notification not sent: database unavailable", key=key, error=str(exc))
             retry_in = SWEEP_INTERVAL_S * 2
@@ -139,7 +139,8 @@ class NotificationSender:
         await self._store.update_notification(key, now, status="sending", attempts=attempts)
         started = asyncio.get_running_loop().time()
         try:
-            sid = await self._request(carrier, row)
+            async with self._slots:  # only the provider request: database work never holds a slot
+                sid = await self._request(carrier, row)
         except CarrierError as exc:
             self._metrics.notifications.labels(row.channel, "error").inc()
             if exc.permanent or attempts >= self._settings.max_attempts:

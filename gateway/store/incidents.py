@@ -433,6 +433,15 @@ class _Batch:
         self.outbox.append((index, state, at))
         self.outbox.append((index, event, at))
 
+    def note(self, incident: IncidentLike, kind: str, at: datetime, event_id: str, **detail: Any) -> None:
+        """Record an event that changes nothing about the incident (a delivery report): its log and the MQTT event
+        stream only, under the incident's current revision."""
+        self.events.append((incident.id, event_id, incident.revision, kind, at, json.dumps(detail)))
+        payload = payloads.event_payload(
+            event_id=event_id, alert_id=incident.id, revision=incident.revision, event_type=kind, at=at, detail=detail
+        )
+        self.outbox.append((0, OutboxItem(event_id, "event", incident.id, payload, False, incident.revision), at))
+
     def _outbox_rows(self, gateway_id: str, lease_until: datetime) -> list[tuple[Any, ...]]:
         # Born claimed by this gateway: it publishes them from memory; the lease lets another take over.
         return [

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any, Final
 
 import structlog
-from tortoise.exceptions import BaseORMException
+from tortoise.exceptions import BaseORMException, IntegrityError
 from tortoise.expressions import Q
 from tortoise.transactions import in_transaction
 
@@ -27,6 +27,7 @@ from gateway.core.ladder import (
     Notify,
     Plan,
     Record,
+    RecordType,
     StateChanged,
     Step,
     Transition,
@@ -230,6 +231,30 @@ class LadderStore:
         elif state is AlertState.RESOLVED:
             incident.resolution = ladder.resolution
             incident.resolved_at = now
+
+    async def record_progress(
+        self, incident_id: str, event_id: str, now: datetime, **detail: Any
+    ) -> tuple[OutboxItem, ...]:
+        """A send's progress (accepted, sent, delivered, ringing, answered) that cannot move the ladder: an event in
+        the incident's log and on MQTT, without locking the incident or its ladder. A repeat is a no-op."""
+        return await asyncio.shield(self._record_progress(incident_id, event_id, now, detail))
+
+    async def _record_progress(
+        self, incident_id: str, event_id: str, now: datetime, detail: dict[str, Any]
+    ) -> tuple[OutboxItem, ...]:
+        rows = _Batch()
+        try:
+            async with in_transaction() as conn:
+                incident = await Incident.filter(id=incident_id).using_db(conn).first()
+                if incident is None:
+                    return ()
+                rows.note(incident, RecordType.SEND_RESULT.value, now, event_id, **detail)
+                await rows.write(conn, self._gateway_id, now + self._lease)
+        except IntegrityError:
+            return ()  # recorded before (a provider callback raced its own retry)
+        except (BaseORMException, OSError) as exc:
+            raise StoreUnavailable(f"database error: {exc}") from exc
+        return tuple(i for _, i, _ in rows.outbox)
 
     # --- notifications ------------------------------------------------------------------------------------------
 
