@@ -228,7 +228,7 @@ class EscalationEngine:
             timed = on_timer(ladder, now)
             return Transition(timed.state, (*actions, *timed.actions))
 
-        return await self._apply(incident_id, now, decide, "sync", create=False)
+        return await self._apply(incident_id, now, decide, "sync", create=False, start=True)
 
     async def acknowledge(
         self, alert_id: str, *, by: str, via: str, note: str = "", target: Target | None = None
@@ -329,8 +329,9 @@ class EscalationEngine:
         kind: str,
         *,
         create: bool = True,
+        start: bool = False,
     ) -> Applied | None:
-        applied = await self._store.apply(incident_id, now, decide, create=create)
+        applied = await self._store.apply(incident_id, now, decide, create=create, start=start)
         if applied is None:
             return None
         self._metrics.ladder_changes.labels(kind).inc()

@@ -33,8 +33,8 @@ from gateway.core.ladder import (
     Transition,
     is_active,
     new_ladder,
-    start,
 )
+from gateway.core.ladder import start as start_ladder
 from gateway.errors import StoreUnavailable
 from gateway.store.incidents import OutboxItem, _Batch
 from gateway.store.models import Device, Incident, Ladder, Notification
@@ -116,17 +116,22 @@ class LadderStore:
             raise StoreUnavailable(f"database error: {exc}") from exc
         return [str(i) for i in ids]
 
-    async def apply(self, incident_id: str, now: datetime, decide: Decide, *, create: bool = True) -> Applied | None:
+    async def apply(
+        self, incident_id: str, now: datetime, decide: Decide, *, create: bool = True, start: bool = False
+    ) -> Applied | None:
         """Lock the ladder and the incident, let `decide` pick a transition, and commit it with its effects.
 
         A ladder that has not started is started first when its incident is still new (raised), with the plan of
         its site; without a policy it stays idle and only records acknowledgements, cancels and resolutions.
-        None: no such incident, or (create=False) no ladder. Shielded: a caller cancelled meanwhile (shutdown)
-        never cuts a transaction short.
+        None: no such incident, or (create=False) no ladder. Only `start` (the engine's own sync) starts a ladder:
+        an acknowledgement that beats the start finds the ladder unstarted and closes it without a message sent.
+        Shielded: a caller cancelled meanwhile (shutdown) never cuts a transaction short.
         """
-        return await asyncio.shield(self._apply(incident_id, now, decide, create))
+        return await asyncio.shield(self._apply(incident_id, now, decide, create, start))
 
-    async def _apply(self, incident_id: str, now: datetime, decide: Decide, create: bool) -> Applied | None:
+    async def _apply(
+        self, incident_id: str, now: datetime, decide: Decide, create: bool, start: bool
+    ) -> Applied | None:
         try:
             async with in_transaction() as conn:
                 incident = await Incident.filter(id=incident_id).select_for_update().using_db(conn).first()
@@ -144,7 +149,7 @@ class LadderStore:
                     ladder = LadderState.from_json(row.state)
                     started = True
                 else:
-                    ladder, actions = self._begin(incident, device, now)
+                    ladder, actions = self._begin(incident, device, now, start=start and row.active)
                     started = False
                 before = ladder
                 transition = decide(LadderContext(ladder, started, incident, device))
@@ -154,9 +159,12 @@ class LadderStore:
                 rows = _Batch()
                 keys = await self._carry_out(actions, ladder, incident, device, rows, now, conn)
                 await incident.save(using_db=conn, update_fields=_INCIDENT_FIELDS)
-                row.state = ladder.to_json()
-                row.active = is_active(ladder)
-                row.next_at = ladder.deadline
+                no_policy = ladder.plan.policy == NO_POLICY.policy
+                # Not started yet (an input beat the engine's start): stays due, and is planned afresh when it starts.
+                unstarted = not no_policy and ladder.state is AlertState.RAISED and ladder.step == -1
+                row.state = None if unstarted else ladder.to_json()
+                row.active = unstarted or (is_active(ladder) and not no_policy)
+                row.next_at = now if unstarted else (ladder.deadline if row.active else None)
                 row.updated_at = now
                 await row.save(using_db=conn, update_fields=["state", "active", "next_at", "updated_at"])
                 await rows.write(conn, self._gateway_id, now + self._lease)
@@ -164,7 +172,9 @@ class LadderStore:
             raise StoreUnavailable(f"database error: {exc}") from exc
         return Applied(before, ladder, tuple(i for _, i, _ in rows.outbox), keys, incident, device)
 
-    def _begin(self, incident: Incident, device: Device, now: datetime) -> tuple[LadderState, list[Any]]:
+    def _begin(
+        self, incident: Incident, device: Device, now: datetime, *, start: bool
+    ) -> tuple[LadderState, list[Any]]:
         """The ladder of an incident seen for the first time: started when it is still raised and has a plan."""
         plan = self._plan_for(incident, device)
         state = AlertState(incident.state)
@@ -172,9 +182,9 @@ class LadderStore:
             log.warning("no escalation policy: command center only", alert_id=incident.id, site=device.site)
             return dataclasses.replace(new_ladder(incident.id, NO_POLICY), state=state), []
         ladder = new_ladder(incident.id, plan)
-        if state is not AlertState.RAISED:  # acknowledged or cancelled before the ladder started: nothing to run
+        if state is not AlertState.RAISED or not start:  # taken or cancelled before it started: nothing to run
             return dataclasses.replace(ladder, state=state), []
-        transition = start(ladder, now)
+        transition = start_ladder(ladder, now)
         return transition.state, list(transition.actions)
 
     async def _carry_out(
