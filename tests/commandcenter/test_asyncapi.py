@@ -8,7 +8,6 @@ it refuses keywords it does not know, so it cannot silently skip a constraint.
 from __future__ import annotations
 
 import json
-import math
 import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -30,6 +29,7 @@ from gateway.core.incident import AlertState
 from gateway.ingest.ble.receivers import ReceiverReport, ReceiverStatus, receiver_status_topic
 from gateway.protocol import EventType, GpsFix
 from tests.commandcenter.conftest import make_view
+from tests.schemacheck import SchemaChecker
 
 DOC_PATH = Path(__file__).resolve().parents[2] / "docs" / "asyncapi.yaml"
 AT = datetime(2025, 3, 14, 9, 26, 53, 589_000, tzinfo=UTC)
@@ -42,89 +42,13 @@ def doc() -> dict[str, Any]:
     return loaded
 
 
-def resolve(doc: dict[str, Any], ref: str) -> Any:
-    assert ref.startswith("#/"), ref
-    node: Any = doc
-    for part in ref[2:].split("/"):
-        node = node[part.replace("~1", "/").replace("~0", "~")]
-    return node
+def violations(doc: dict[str, Any], schema: Any, value: Any, path: str = "$") -> list[str]:
+    """What in `value` breaks `schema` (a JSON Schema draft-07 subset); empty when it conforms."""
+    return SchemaChecker(doc).violations(schema, value, path)
 
 
 def deref(doc: dict[str, Any], node: Any) -> Any:
-    while isinstance(node, dict) and "$ref" in node:
-        node = resolve(doc, node["$ref"])
-    return node
-
-
-_ANNOTATIONS = {"description", "title", "examples", "format", "default"}
-_TYPES = {
-    "object": lambda v: isinstance(v, dict),
-    "array": lambda v: isinstance(v, list),
-    "string": lambda v: isinstance(v, str),
-    "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
-    "number": lambda v: isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v),
-    "boolean": lambda v: isinstance(v, bool),
-    "null": lambda v: v is None,
-}
-
-
-def violations(doc: dict[str, Any], schema: Any, value: Any, path: str = "$") -> list[str]:
-    """What in `value` breaks `schema` (a JSON Schema draft-07 subset); empty when it conforms."""
-    schema = deref(doc, schema)
-    errors: list[str] = []
-    for key, rule in schema.items():
-        if key in _ANNOTATIONS:
-            continue
-        if key == "type":
-            names = rule if isinstance(rule, list) else [rule]
-            if not any(_TYPES[name](value) for name in names):
-                return [f"{path}: {value!r} is not of type {names}"]
-        elif key == "enum":
-            if value not in rule:
-                errors.append(f"{path}: {value!r} not in {rule}")
-        elif key == "const":
-            if value != rule:
-                errors.append(f"{path}: {value!r} is not {rule!r}")
-        elif key == "required":
-            errors += [f"{path}: missing {name}" for name in rule if isinstance(value, dict) and name not in value]
-        elif key == "properties":
-            if isinstance(value, dict):
-                for name, sub in rule.items():
-                    if name in value:
-                        errors += violations(doc, sub, value[name], f"{path}.{name}")
-        elif key == "additionalProperties":
-            assert rule is False, "only additionalProperties: false is supported"
-            extra = set(value) - set(schema.get("properties", {})) if isinstance(value, dict) else set()
-            errors += [f"{path}: unexpected {name}" for name in sorted(extra)]
-        elif key == "items":
-            if isinstance(value, list):
-                subs = rule if isinstance(rule, list) else [rule] * len(value)
-                for i, (sub, item) in enumerate(zip(subs, value, strict=False)):
-                    errors += violations(doc, sub, item, f"{path}[{i}]")
-        elif key == "additionalItems":
-            assert rule is False
-            if isinstance(value, list) and len(value) > len(schema["items"]):
-                errors.append(f"{path}: too many items")
-        elif key in ("minItems", "maxItems", "minLength", "maxLength"):
-            if isinstance(value, list | str):
-                ok = len(value) >= rule if key.startswith("min") else len(value) <= rule
-                if not ok:
-                    errors.append(f"{path}: length {len(value)} breaks {key} {rule}")
-        elif key in ("minimum", "maximum"):
-            if _TYPES["number"](value):
-                ok = value >= rule if key == "minimum" else value <= rule
-                if not ok:
-                    errors.append(f"{path}: {value} breaks {key} {rule}")
-        elif key == "pattern":
-            if isinstance(value, str) and not re.search(rule, value):
-                errors.append(f"{path}: {value!r} does not match {rule}")
-        elif key == "oneOf":
-            matching = sum(1 for sub in rule if not violations(doc, sub, value, path))
-            if matching != 1:
-                errors.append(f"{path}: {value!r} matches {matching} of oneOf")
-        else:
-            raise AssertionError(f"schema keyword {key!r} at {path} is not supported by this checker")
-    return errors
+    return SchemaChecker(doc).deref(node)
 
 
 def message_schema(doc: dict[str, Any], name: str) -> Any:
@@ -147,7 +71,7 @@ def test_every_reference_resolves(doc: dict[str, Any]) -> None:
     def walk(node: Any) -> None:
         if isinstance(node, dict):
             if "$ref" in node:
-                resolve(doc, node["$ref"])
+                SchemaChecker(doc).resolve(node["$ref"])
             for child in node.values():
                 walk(child)
         elif isinstance(node, list):

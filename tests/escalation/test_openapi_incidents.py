@@ -8,7 +8,6 @@ does not know, so it cannot silently skip a constraint.
 from __future__ import annotations
 
 import json
-import math
 import re
 import ssl
 import uuid
@@ -34,6 +33,7 @@ from tests.escalation.conftest import (
     SceneFactory,
     step,
 )
+from tests.schemacheck import SchemaChecker
 
 DOCS: Final = Path(__file__).resolve().parents[2] / "docs"
 SPEC: Final[dict[str, Any]] = yaml.safe_load((DOCS / "openapi.yaml").read_text(encoding="utf-8"))
@@ -43,87 +43,16 @@ ACK: Final = "/v1/incidents/{alert_id}/ack"
 RESOLVE: Final = "/v1/incidents/{alert_id}/resolve"
 AUTH: Final = {"Authorization": f"Bearer {API_TOKEN}"}
 
-_ANNOTATIONS: Final = frozenset({"description", "title", "examples", "format", "default", "contentMediaType"})
-_TYPES: Final = {
-    "object": lambda v: isinstance(v, dict),
-    "array": lambda v: isinstance(v, list),
-    "string": lambda v: isinstance(v, str),
-    "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
-    "number": lambda v: isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v),
-    "boolean": lambda v: isinstance(v, bool),
-    "null": lambda v: v is None,
-}
+CHECKER: Final = SchemaChecker(SPEC)
 
 
 def deref(node: Any) -> Any:
-    while isinstance(node, dict) and "$ref" in node:
-        target: Any = SPEC
-        for part in node["$ref"].removeprefix("#/").split("/"):
-            target = target[part]
-        node = target
-    return node
+    return CHECKER.deref(node)
 
 
 def violations(schema: Any, value: Any, path: str = "$") -> list[str]:
     """What in `value` breaks `schema` (the JSON Schema 2020-12 subset openapi.yaml uses); empty when it fits."""
-    schema = deref(schema)
-    errors: list[str] = []
-    for key, rule in schema.items():
-        if key in _ANNOTATIONS:
-            continue
-        if key == "type":
-            names = rule if isinstance(rule, list) else [rule]
-            if not any(_TYPES[name](value) for name in names):
-                return [f"{path}: {value!r} is not of type {names}"]
-        elif key == "enum":
-            if value not in rule:
-                errors.append(f"{path}: {value!r} not in {rule}")
-        elif key == "const":
-            if value != rule:
-                errors.append(f"{path}: {value!r} is not {rule!r}")
-        elif key == "required":
-            errors += [f"{path}: missing {name}" for name in rule if isinstance(value, dict) and name not in value]
-        elif key == "properties":
-            if isinstance(value, dict):
-                for name, sub in rule.items():
-                    if name in value:
-                        errors += violations(sub, value[name], f"{path}.{name}")
-        elif key == "additionalProperties":
-            assert rule is False, "only additionalProperties: false is supported"
-            extra = set(value) - set(schema.get("properties", {})) if isinstance(value, dict) else set()
-            errors += [f"{path}: unexpected {name}" for name in sorted(extra)]
-        elif key == "items":
-            if isinstance(value, list):
-                first = len(schema.get("prefixItems", []))
-                for i, item in enumerate(value[first:], start=first):
-                    errors += violations(rule, item, f"{path}[{i}]")
-        elif key == "prefixItems":
-            if isinstance(value, list):
-                for i, (sub, item) in enumerate(zip(rule, value, strict=False)):
-                    errors += violations(sub, item, f"{path}[{i}]")
-        elif key in ("minItems", "maxItems", "minLength", "maxLength"):
-            if isinstance(value, list | str):
-                ok = len(value) >= rule if key.startswith("min") else len(value) <= rule
-                if not ok:
-                    errors.append(f"{path}: length {len(value)} breaks {key} {rule}")
-        elif key in ("minimum", "maximum"):
-            if _TYPES["number"](value):
-                ok = value >= rule if key == "minimum" else value <= rule
-                if not ok:
-                    errors.append(f"{path}: {value} breaks {key} {rule}")
-        elif key == "pattern":
-            if isinstance(value, str) and not re.search(rule, value):
-                errors.append(f"{path}: {value!r} does not match {rule}")
-        elif key == "oneOf":
-            matching = sum(1 for sub in rule if not violations(sub, value, path))
-            if matching != 1:
-                errors.append(f"{path}: {value!r} matches {matching} of oneOf")
-        elif key == "allOf":
-            for sub in rule:
-                errors += violations(sub, value, path)
-        else:
-            raise AssertionError(f"schema keyword {key!r} at {path} is not supported by this checker")
-    return errors
+    return CHECKER.violations(schema, value, path)
 
 
 def documented(method: str, path: str, status: int, content_type: str, body: Any) -> None:
