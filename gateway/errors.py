@@ -6,6 +6,9 @@ GatewayError                 base of everything the gateway raises on purpose
  +-- RegistryError           device registry operation refused (.device_id)
  +-- StoreUnavailable        the database cannot be reached now; callers answer 503 and the device retries
  +-- CarrierError            the phone network (Twilio) refused or failed a send (.permanent, .status, .code)
+ +-- DirectoryError          an escalation directory file is invalid (.problems)   [gateway.escalation.directory]
+ +-- SiteMapError            a site map (GeoJSON) is invalid (.problems)            [gateway.location.sites]
+ +-- CellImportError         a cell database file is not in OpenCellID's format     [gateway.location.cells]
 
 Bad input on the hot path is not an exception: it is a gateway.rejection.Rejection value.
 """

@@ -17,6 +17,7 @@ from firmware_sim import const
 from firmware_sim.errors import DeviceStateError, EnrollmentError
 from firmware_sim.transport import ClientCertificate
 from gateway.identity.const import DEVICE_ID_PATTERN, DEVICE_URI_PREFIX
+from gateway.location.model import CellObservation
 from gateway.protocol import AlertFrame, EventType, Flags, GpsFix, sign_frame
 
 #: A clock: milliseconds since the Unix epoch (UTC). Injected so that tests and faults can skew it.
@@ -51,6 +52,7 @@ class VirtualWearable:
         clock: Clock = wall_clock_ms,
         battery: int | None = const.DEFAULT_BATTERY_PERCENT,
         gps: GpsFix | None = None,
+        cells: tuple[CellObservation, ...] = (),
         counter_block: int = 1,
     ) -> None:
         if counter_block < 1:
@@ -65,6 +67,8 @@ class VirtualWearable:
         self.clock = clock
         self.battery = battery
         self.gps = gps
+        #: The cells the modem sees (serving first), sent in every frame; () sends no cells extension.
+        self.cells = cells
 
     @classmethod
     def load(
@@ -74,6 +78,7 @@ class VirtualWearable:
         clock: Clock = wall_clock_ms,
         battery: int | None = const.DEFAULT_BATTERY_PERCENT,
         gps: GpsFix | None = None,
+        cells: tuple[CellObservation, ...] = (),
         counter_block: int = 1,
     ) -> VirtualWearable:
         """Open an enrolled device; raises DeviceStateError when the directory is missing, incomplete or corrupt."""
@@ -95,6 +100,7 @@ class VirtualWearable:
             clock=clock,
             battery=battery,
             gps=gps,
+            cells=cells,
             counter_block=counter_block,
         )
 
@@ -140,6 +146,7 @@ class VirtualWearable:
             flags=flags,
             battery=self.battery,
             gps=self.gps,
+            cells=self.cells,
         )
 
     def sign(self, frame: AlertFrame) -> bytes:
@@ -190,6 +197,7 @@ def enroll(
     clock: Clock = wall_clock_ms,
     battery: int | None = const.DEFAULT_BATTERY_PERCENT,
     gps: GpsFix | None = None,
+    cells: tuple[CellObservation, ...] = (),
     counter_block: int = 1,
 ) -> VirtualWearable:
     """Make a device: key (mode 0600), CSR (CN and SAN urn:dev:<id>), certificate from `issue`, counter 0.
@@ -226,6 +234,7 @@ def enroll(
         clock=clock,
         battery=battery,
         gps=gps,
+        cells=cells,
         counter_block=counter_block,
     )
 

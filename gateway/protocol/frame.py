@@ -8,11 +8,15 @@ import struct
 from dataclasses import dataclass
 from typing import Final
 
+from gateway.location.model import CellObservation
 from gateway.protocol import const
 from gateway.rejection import Rejection, RejectReason
 
 _HEADER: Final = struct.Struct(">BBBBIqB")
 _GPS: Final = struct.Struct(">iiHH")
+#: radio, flags, mcc, mnc, area, cell id (u40 as its high byte and low u32), signal.
+_CELL: Final = struct.Struct(">BBHHIBIb")
+_RADIO_CODES: Final = {name: code for code, name in const.CELL_RADIOS.items()}
 _DEVICE_ID: Final = re.compile(rb"[A-Za-z0-9._-]{1,32}")
 
 
@@ -71,6 +75,7 @@ class AlertFrame:
     flags: see Flags.
     battery: percent 0..100, or None when unknown.
     gps: optional position.
+    cells: the cells the modem sees, serving cell first (empty: no cells extension).
     """
 
     device_id: str
@@ -80,6 +85,7 @@ class AlertFrame:
     flags: Flags = Flags.NONE
     battery: int | None = None
     gps: GpsFix | None = None
+    cells: tuple[CellObservation, ...] = ()
 
 
 def encode_frame(frame: AlertFrame) -> bytes:
@@ -114,7 +120,74 @@ def encode_frame(frame: AlertFrame) -> bytes:
             raise ValueError("longitude out of range")
         out += bytes((const.TLV_GPS, const.GPS_TLV_SIZE))
         out += _GPS.pack(lat, lon, min(g.accuracy_m, 0xFFFF), min(g.fix_age_s, 0xFFFF))
+    if frame.cells:
+        out += _encode_cells(frame.cells)
     return bytes(out)
+
+
+def _encode_cells(cells: tuple[CellObservation, ...]) -> bytes:
+    if len(cells) > const.MAX_CELLS:
+        raise ValueError(f"{len(cells)} cells, at most {const.MAX_CELLS} fit the cells extension")
+    out = bytearray((const.TLV_CELLS, const.CELL_SIZE * len(cells)))
+    for index, cell in enumerate(cells):
+        code = _RADIO_CODES.get(cell.radio)
+        if code is None:
+            raise ValueError(f"radio {cell.radio!r} is not one of {sorted(_RADIO_CODES)}")
+        if cell.serving and index > 0:
+            raise ValueError("only the first cell may be the serving cell")
+        problem = _cell_range_problem(cell.radio, cell.mcc, cell.mnc, cell.area, cell.cell)
+        if problem is not None:
+            raise ValueError(problem)
+        if cell.signal_dbm is None:
+            signal = const.CELL_SIGNAL_UNKNOWN
+        elif cell.signal_dbm > 0:
+            raise ValueError(f"signal {cell.signal_dbm} dBm is positive")
+        else:
+            signal = max(cell.signal_dbm, const.CELL_SIGNAL_MIN_DBM)
+        flags = const.CELL_FLAG_SERVING if cell.serving else 0
+        out += _CELL.pack(code, flags, cell.mcc, cell.mnc, cell.area, cell.cell >> 32, cell.cell & 0xFFFFFFFF, signal)
+    return bytes(out)
+
+
+def _cell_range_problem(radio: str, mcc: int, mnc: int, area: int, cell: int) -> str | None:
+    if not 0 <= mcc <= const.MAX_MCC:
+        return f"mcc {mcc} is not 0..{const.MAX_MCC}"
+    if not 0 <= mnc <= const.MAX_MNC:
+        return f"mnc {mnc} is not 0..{const.MAX_MNC}"
+    if not 0 <= area <= const.CELL_AREA_MAX[radio]:
+        return f"{radio} area code {area} is not 0..{const.CELL_AREA_MAX[radio]}"
+    if not 0 <= cell <= const.CELL_ID_MAX[radio]:
+        return f"{radio} cell id {cell} is not 0..{const.CELL_ID_MAX[radio]}"
+    return None
+
+
+def _decode_cells(value: bytes) -> tuple[CellObservation, ...] | Rejection:
+    if not value or len(value) % const.CELL_SIZE:
+        return _malformed(
+            f"cells extension is {len(value)} bytes, not 1 to {const.MAX_CELLS} {const.CELL_SIZE}-byte cells"
+        )
+    if len(value) > const.MAX_CELLS * const.CELL_SIZE:
+        return _malformed(f"cells extension holds {len(value) // const.CELL_SIZE} cells, more than {const.MAX_CELLS}")
+    cells = []
+    for index, (code, flags, mcc, mnc, area, cell_high, cell_low, signal) in enumerate(_CELL.iter_unpack(value)):
+        number = index + 1
+        radio = const.CELL_RADIOS.get(code)
+        if radio is None:
+            return _malformed(f"cell {number}: unknown radio 0x{code:02x}")
+        if flags & ~const.CELL_FLAG_SERVING:
+            return _malformed(f"cell {number}: reserved flag bits set: 0x{flags:02x}")
+        serving = bool(flags & const.CELL_FLAG_SERVING)
+        if serving and index > 0:
+            return _malformed(f"cell {number}: only the first cell may be the serving cell")
+        cell_id = cell_high << 32 | cell_low
+        problem = _cell_range_problem(radio, mcc, mnc, area, cell_id)
+        if problem is not None:
+            return _malformed(f"cell {number}: {problem}")
+        if signal > 0:
+            return _malformed(f"cell {number}: signal {signal} dBm is positive")
+        signal_dbm = None if signal == const.CELL_SIGNAL_UNKNOWN else signal
+        cells.append(CellObservation(radio, mcc, mnc, area, cell_id, signal_dbm, serving))
+    return tuple(cells)
 
 
 def _malformed(detail: str) -> Rejection:
@@ -147,6 +220,7 @@ def decode_frame(data: bytes) -> AlertFrame | Rejection:
     if not _DEVICE_ID.fullmatch(raw_id):
         return _malformed("device id is not 1-32 chars of [A-Za-z0-9._-]")
     gps: GpsFix | None = None
+    cells: tuple[CellObservation, ...] = ()
     seen: set[int] = set()
     pos = end_id
     while pos < len(data):
@@ -166,6 +240,11 @@ def decode_frame(data: bytes) -> AlertFrame | Rejection:
             if abs(lat) > 90 * const.GPS_SCALE or abs(lon) > 180 * const.GPS_SCALE:
                 return _malformed("GPS coordinates out of range")
             gps = GpsFix(lat / const.GPS_SCALE, lon / const.GPS_SCALE, accuracy, age)
+        elif tlv_type == const.TLV_CELLS:
+            decoded = _decode_cells(data[value_start:pos])
+            if isinstance(decoded, Rejection):
+                return decoded
+            cells = decoded
         elif tlv_type < const.TLV_OPTIONAL_FROM:
             return _malformed(f"unknown critical extension 0x{tlv_type:02x}")
     return AlertFrame(
@@ -176,4 +255,5 @@ def decode_frame(data: bytes) -> AlertFrame | Rejection:
         flags=Flags(flags_raw),
         battery=None if battery_raw == const.BATTERY_UNKNOWN else battery_raw,
         gps=gps,
+        cells=cells,
     )
