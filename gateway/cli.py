@@ -160,6 +160,7 @@ def cmd_devices_revoke(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from gateway.escalation.cli import add_escalation_commands
     from gateway.identity.cli import add_pki_commands
+    from gateway.location.cli import add_location_commands
 
     parser = argparse.ArgumentParser(prog="panic-gateway", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -199,6 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_pki_commands(sub)
     add_escalation_commands(sub)
+    add_location_commands(sub)
     return parser
 
 

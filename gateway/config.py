@@ -124,9 +124,12 @@ class ReceiverSettings(_Section):
     name: str = Field(pattern=r"^[A-Za-z0-9._-]{1,64}$")
     #: A bumble transport spec: `usb:0`, `serial:/dev/ttyACM0`, `hci-socket:0`, `tcp-client:host:port`.
     transport: str = Field(min_length=1)
+    #: Where its antenna is in the site map (docs/LOCATION.md): site, building, floor and room ids.
     site: str = ""
+    building: str = ""
     floor: int = 0
-    #: Position on the floor plan, metres.
+    room: str = ""
+    #: Position on the building's floor plan, metres from the building's anchor.
     x: float = 0.0
     y: float = 0.0
 

@@ -82,6 +82,16 @@ class Incident(Model):
     resolution = fields.CharField(max_length=16, null=True)
     resolved_by = fields.CharField(max_length=64, null=True)
     resolved_at = fields.DatetimeField(null=True)
+    # The fused location (gateway.location.fusion): what lat, lon and accuracy_m rest on (gps, cell, ble,
+    # last-known or none), where in the site model, the place text responders read, and why.
+    location_source = fields.CharField(max_length=16, null=True)
+    place_site = fields.CharField(max_length=64, null=True)
+    place_building = fields.CharField(max_length=64, null=True)
+    place_floor = fields.SmallIntField(null=True)
+    place_room = fields.CharField(max_length=64, null=True)
+    place_zone = fields.CharField(max_length=64, null=True)
+    place_text = fields.CharField(max_length=255, null=True)
+    location_why = fields.CharField(max_length=255, null=True)
     updated_at = fields.DatetimeField()
 
     device_id: str
@@ -243,3 +253,37 @@ class DirectoryVersion(Model):
 
     class Meta:
         table = "directory_versions"
+
+
+class CellTower(Model):
+    """Offline cell database (OpenCellID's format): where a cell's antenna is believed to be."""
+
+    id = fields.BigIntField(primary_key=True)
+    # gsm, umts, lte or nr.
+    radio = fields.CharField(max_length=8)
+    mcc = fields.SmallIntField()
+    mnc = fields.SmallIntField()
+    # LAC (gsm, umts) or TAC (lte, nr).
+    area = fields.IntField()
+    cell = fields.BigIntField()
+    lat = fields.FloatField()
+    lon = fields.FloatField()
+    range_m = fields.FloatField()
+    samples = fields.IntField(default=0)
+
+    class Meta:
+        table = "cell_towers"
+        unique_together = (("radio", "mcc", "mnc", "area", "cell"),)
+
+
+class SiteMapVersion(Model):
+    """Every site map (sites, zones, buildings, floors, rooms) loaded, newest wins: the GeoJSON as validated."""
+
+    id = fields.BigIntField(primary_key=True)
+    document = fields.TextField()
+    source = fields.CharField(max_length=255)
+    loaded_by = fields.CharField(max_length=64)
+    loaded_at = fields.DatetimeField()
+
+    class Meta:
+        table = "site_map_versions"
