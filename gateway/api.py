@@ -21,15 +21,19 @@ from gateway.core.ladder import ResolveReason
 from gateway.escalation.engine import EscalationEngine, ResolveResult
 from gateway.escalation.sender import mask_phone
 from gateway.ingest.http import problem
+from gateway.location.model import Estimate, LocationSource, Place
+from gateway.location.pidf import pidf_lo
 from gateway.observability import Metrics
 from gateway.store.incidents import AckResult, IncidentStore
-from gateway.store.models import IncidentEvent, Notification
+from gateway.store.models import Incident, IncidentEvent, Notification
 
 log = structlog.get_logger(__name__)
 
 #: A note is for people: a few lines, not a document.
 MAX_NOTE_CHARS: Final = 500
 MAX_BODY_BYTES: Final = 4096
+#: RFC 4119's media type for a PIDF document (with location objects).
+PIDF_TYPE: Final = "application/pidf+xml"
 #: The incident id column's width.
 MAX_ID_CHARS: Final = 36
 
@@ -55,6 +59,7 @@ class IncidentApi:
     def routes(self) -> list[web.RouteDef]:
         return [
             web.get("/v1/incidents/{alert_id}", self._authorised(self.get_incident)),
+            web.get("/v1/incidents/{alert_id}/location.pidf", self._authorised(self.get_pidf)),
             web.post("/v1/incidents/{alert_id}/ack", self._authorised(self.acknowledge)),
             web.post("/v1/incidents/{alert_id}/resolve", self._authorised(self.resolve)),
         ]
@@ -113,6 +118,40 @@ class IncidentApi:
             for n in sends
         ]
         return web.json_response(document)
+
+    async def get_pidf(self, request: web.Request, client: str) -> web.Response:
+        """The incident's location as PIDF-LO (RFC 4119, RFC 5491 shapes), for emergency-services systems."""
+        alert_id = request.match_info["alert_id"]
+        incident = await Incident.get_or_none(id=alert_id)
+        if incident is None:
+            return problem(404, "not-found", f"no incident {alert_id}")
+        source = LocationSource(incident.location_source) if incident.location_source else LocationSource.GPS
+        has_position = incident.lat is not None and incident.lon is not None
+        if not has_position and incident.location_source is None:
+            source = LocationSource.NONE
+        estimate = Estimate(
+            lat=incident.lat,
+            lon=incident.lon,
+            accuracy_m=float(incident.accuracy_m) if incident.accuracy_m else None,
+            source=source,
+            place=Place(
+                incident.place_site,
+                incident.place_building,
+                incident.place_floor,
+                incident.place_room,
+                incident.place_zone,
+            ),
+            text=incident.place_text or "",
+            why=incident.location_why or "",
+            at=incident.device_time,
+        )
+        document = pidf_lo(
+            estimate,
+            entity=f"pres:{incident.device_id}@panic-gateway",
+            device_id=incident.device_id,
+            at=incident.updated_at,
+        )
+        return web.Response(text=document, content_type=PIDF_TYPE)
 
     async def acknowledge(self, request: web.Request, client: str) -> web.Response:
         body = await _json_body(request)

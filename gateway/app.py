@@ -36,10 +36,13 @@ from gateway.ingest.ble.contacts import GattContacts
 from gateway.ingest.ble.receivers import BleReceivers
 from gateway.ingest.http import HttpIngest, IngestDeps, server_ssl_context
 from gateway.ingest.pipeline import SignalPipeline
+from gateway.location.engine import LocationEngine, SiteMapCache
+from gateway.location.sites import SiteMapError, parse_site_map
 from gateway.observability import Metrics
 from gateway.store.db import open_database
 from gateway.store.incidents import IncidentStore, OutboxItem
 from gateway.store.ladders import LadderStore
+from gateway.store.locations import save_site_map_document
 from gateway.store.models import Device
 from gateway.store.registry import DeviceDirectory
 
@@ -89,11 +92,13 @@ async def running_gateway(settings: GatewaySettings) -> AsyncIterator[RunningGat
         trust = load_device_trust(settings.pki)
         directory = DeviceDirectory(trust)
         directory_cache = DirectoryCache()
+        site_map_cache = SiteMapCache(settings.ble.receivers)
         store = IncidentStore(
             gateway_id=settings.gateway_id,
             replay_window=settings.auth.replay_window,
             outbox_lease=OUTBOX_LEASE,
             escalates=directory_cache.escalates,
+            zone_of=site_map_cache.zone_of,
         )
         prefix = mqtt.topic_prefix
         publisher_ref: list[OutboxPublisher] = []
@@ -171,12 +176,21 @@ async def running_gateway(settings: GatewaySettings) -> AsyncIterator[RunningGat
         )
         engine.attach_sender(sender.enqueue)
 
+        if settings.location.sites_file is not None:
+            await _load_site_map_file(settings.location.sites_file, settings.gateway_id)
+        location = await stack.enter_async_context(
+            LocationEngine(store, publisher.enqueue, metrics, sites=site_map_cache)
+        )
+
         def committed(items: Sequence[OutboxItem]) -> None:
             publisher.enqueue(items)
             # New and cancelled incidents: their ladders start or stop now, not at the next tick.
             changed = [i.alert_id for i in items if i.kind == "event" and i.key.endswith((":raised", ":cancelled"))]
             if changed:
                 engine.poke(changed)
+            raised = [i.alert_id for i in items if i.kind == "event" and i.key.endswith(":raised")]
+            if raised:
+                location.locate_soon(raised)  # never waited for: the alert has gone out already
 
         pipeline = await stack.enter_async_context(
             SignalPipeline(
@@ -302,6 +316,18 @@ async def running_gateway(settings: GatewaySettings) -> AsyncIterator[RunningGat
             settings, server.url, mqtt.host, mqtt.port, store, publisher, link, metrics, receivers, engine
         )
         log.info("gateway stopping", gateway_id=settings.gateway_id)
+
+
+async def _load_site_map_file(path: Path, loaded_by: str) -> None:
+    """Make the site map file current when it differs from the stored one (ConfigError when it is invalid)."""
+    try:
+        text = await asyncio.to_thread(path.read_text, encoding="utf-8-sig")
+        parse_site_map(text, source=str(path))
+    except OSError as exc:
+        raise ConfigError(f"site map {path} cannot be read: {exc.strerror}", problems=[]) from None
+    except SiteMapError as exc:
+        raise ConfigError(f"site map {path} is invalid", problems=list(exc.problems)) from None
+    await save_site_map_document(text, source=str(path), loaded_by=loaded_by)
 
 
 async def _load_directory_file(path: Path, loaded_by: str) -> None:

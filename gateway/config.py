@@ -223,6 +223,14 @@ class EscalationSettings(_Section):
         return self
 
 
+class LocationSettings(_Section):
+    """Where is the wearer: the site map and the passes that locate a press (docs/LOCATION.md)."""
+
+    #: A site map (GeoJSON) loaded into the database at start-up when it differs from the current one
+    #: (`panic-gateway sites load` does the same at any time). None: keep what the database has.
+    sites_file: Path | None = None
+
+
 class ApiSettings(_Section):
     """The REST API for command centers and integrators (/v1/incidents...)."""
 
@@ -261,6 +269,7 @@ class GatewaySettings(BaseSettings):
     ble: BleSettings = BleSettings()
     twilio: TwilioSettings = TwilioSettings()
     escalation: EscalationSettings = EscalationSettings()
+    location: LocationSettings = LocationSettings()
     api: ApiSettings = ApiSettings()
     log: LogSettings = LogSettings()
 

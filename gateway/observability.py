@@ -95,6 +95,12 @@ class Metrics:
         self.webhooks = Counter(
             "panic_twilio_webhooks", "Phone network webhooks, by kind and result", ["kind", "result"], registry=r
         )
+        self.locations = Counter(
+            "panic_location_passes",
+            "Location passes, by winning source and whether they were news",
+            ["source", "result"],
+            registry=r,
+        )
         self.ladder_changes = Counter(
             "panic_ladder_changes", "Escalation ladder inputs applied, by input", ["input"], registry=r
         )

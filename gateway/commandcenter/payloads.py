@@ -19,6 +19,7 @@ from typing import Final
 from gateway.commandcenter import const
 from gateway.commandcenter.topics import is_topic_id
 from gateway.core.incident import IncidentView
+from gateway.location.model import Place
 from gateway.protocol import GpsFix
 
 _EVENT_TYPE: Final = re.compile(r"[a-z][a-z0-9_.-]*")
@@ -70,18 +71,35 @@ def _optional_utc(moment: datetime | None) -> str | None:
     return None if moment is None else format_utc(moment)
 
 
-def location_feature(gps: GpsFix | None) -> dict[str, object] | None:
-    """A GeoJSON Feature (RFC 7946: coordinates are [lon, lat]) with accuracy, or None when unknown."""
-    if gps is None:
+def location_feature(
+    gps: GpsFix | None, *, source: str | None = None, place: Place | None = None, text: str | None = None
+) -> dict[str, object] | None:
+    """A GeoJSON Feature (RFC 7946: coordinates are [lon, lat]) with accuracy and source, or None when unknown.
+
+    Before fusion the position is the frame's GPS fix (source "gps", fix_age_s). Once fused, `source` says what
+    it rests on and `place`/`text` where it is in the site model (geometry null for a room without a position).
+    """
+    if gps is None and place is None:
         return None
-    return {
-        "type": "Feature",
-        "geometry": {
+    properties: dict[str, object] = {"accuracy_m": gps.accuracy_m if gps else None, "source": source or "gps"}
+    if (source or "gps") == "gps" and gps is not None:
+        properties["fix_age_s"] = gps.fix_age_s
+    if place is not None:
+        properties["place"] = {
+            "site": place.site,
+            "building": place.building,
+            "floor": place.floor,
+            "room": place.room,
+            "zone": place.zone,
+        }
+        properties["text"] = text
+    geometry = None
+    if gps is not None:
+        geometry = {
             "type": "Point",
             "coordinates": [round(gps.lon, _COORDINATE_DECIMALS), round(gps.lat, _COORDINATE_DECIMALS)],
-        },
-        "properties": {"accuracy_m": gps.accuracy_m, "source": "gps", "fix_age_s": gps.fix_age_s},
-    }
+        }
+    return {"type": "Feature", "geometry": geometry, "properties": properties}
 
 
 def state_document(view: IncidentView) -> dict[str, object]:
@@ -99,7 +117,7 @@ def state_document(view: IncidentView) -> dict[str, object]:
         "delayed": view.delayed,
         "test": view.test,
         "battery": view.battery,
-        "location": location_feature(view.gps),
+        "location": location_feature(view.gps, source=view.location_source, place=view.place, text=view.place_text),
         "transport": view.transport,
         "acknowledged_by": view.acknowledged_by,
         "acknowledged_at": _optional_utc(view.acknowledged_at),

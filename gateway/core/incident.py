@@ -7,6 +7,7 @@ import hashlib
 from dataclasses import dataclass
 from datetime import datetime
 
+from gateway.location.model import Place
 from gateway.protocol import EventType, GpsFix
 
 
@@ -68,6 +69,8 @@ class IncidentView:
     short_code: 4 digits a responder texts back to acknowledge ("Reply 1234").
     resolution / resolved_by / resolved_at: why, by whom and when it was closed (false-alarm, handled,
         dispatched), None while open.
+    location_source: what `gps` (the position) rests on once fused: gps, cell, ble, last-known; None before.
+    place: site, building, floor, room and zone of the fused location; place_text: what responders read.
     """
 
     alert_id: str
@@ -92,6 +95,9 @@ class IncidentView:
     resolution: str | None = None
     resolved_by: str | None = None
     resolved_at: datetime | None = None
+    location_source: str | None = None
+    place: Place | None = None
+    place_text: str | None = None
 
 
 #: Digits of an SMS acknowledgement code: short to type under stress; a reply is matched only among the

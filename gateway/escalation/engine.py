@@ -40,6 +40,7 @@ from gateway.core.ladder import (
 )
 from gateway.errors import StoreUnavailable
 from gateway.escalation.directory import (
+    ANY_SITE,
     EMPTY_DIRECTORY,
     Directory,
     DirectoryError,
@@ -116,8 +117,8 @@ class DirectoryCache:
         log.info("escalation directory loaded", version=latest.id, source=latest.source)
 
     def escalates(self, site: str) -> bool:
-        """Whether incidents of `site` get a ladder (a policy serves the site)."""
-        return self.directory.policy_for(site) is not None
+        """Whether incidents of `site` may get a ladder (a policy serves the site, one of its zones, or any site)."""
+        return any(p.site in (site, ANY_SITE) for p in self.directory.policies)
 
     @property
     def has_policies(self) -> bool:
@@ -125,7 +126,8 @@ class DirectoryCache:
 
     def plan_for(self, incident: Incident, device: Device) -> Plan | None:
         directory = self.directory
-        policy = directory.policy_for(device.site)
+        # The zone the wearer is in picks the policy when the press is already located; else the site's.
+        policy = directory.policy_for(device.site, incident.place_zone or "")
         if policy is None:
             return None
         return directory.resolve(policy, site=device.site, device_id=device.device_id)
@@ -141,7 +143,8 @@ class DirectoryCache:
             event=incident.event,
             wearer=(wearer.name if wearer is not None and wearer.name else device.wearer),
             site=device.site,
-            place=None,
+            # Indoors the fused place names the room; outdoors the coordinates and radius say more than a text.
+            place=incident.place_text if incident.place_building or incident.place_room else None,
             gps=gps,
             raised_at=incident.received_at,
             notes=wearer.notes if wearer is not None else "",

@@ -7,6 +7,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 from gateway.config import load_settings
 
@@ -52,8 +53,57 @@ def cmd_cells_count(args: argparse.Namespace) -> int:
     return _with_database(args, action)
 
 
+def cmd_sites_check(args: argparse.Namespace) -> int:
+    from gateway.location.sites import load_site_map
+
+    site_map = load_site_map(args.file)  # SiteMapError lists every problem; main() prints them, exit 2
+    print(f"{args.file}: ok")
+    print(_summary(site_map))
+    return 0
+
+
+def cmd_sites_load(args: argparse.Namespace) -> int:
+    from gateway.location.sites import load_site_map
+    from gateway.store.locations import save_site_map_document
+
+    site_map = load_site_map(args.file)
+    text = args.file.read_text(encoding="utf-8-sig")
+
+    async def action() -> int:
+        version = await save_site_map_document(text, source=str(args.file), loaded_by=args.by)
+        print(f"{args.file}: {'loaded as version ' + str(version) if version else 'unchanged (already current)'}")
+        print(_summary(site_map))
+        return 0
+
+    return _with_database(args, action)
+
+
+def cmd_sites_show(args: argparse.Namespace) -> int:
+    from gateway.location.sites import parse_site_map
+    from gateway.store.locations import current_site_map_document
+
+    async def action() -> int:
+        version, document = await current_site_map_document()
+        if document is None:
+            print("no site map loaded: places are coordinates only")
+            return 0
+        print(f"version {version}")
+        print(_summary(parse_site_map(document, source=f"version {version}")))
+        return 0
+
+    return _with_database(args, action)
+
+
+def _summary(site_map: Any) -> str:
+    rooms = sum(len(floor.rooms) for building in site_map.buildings for floor in building.floors)
+    return (
+        f"{len(site_map.sites)} site(s), {len(site_map.zones)} zone(s), {len(site_map.buildings)} building(s), "
+        f"{rooms} room(s)"
+    )
+
+
 def add_location_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Register `cells ...` on the gateway's CLI."""
+    """Register `cells ...` and `sites ...` on the gateway's CLI."""
 
     def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         p.add_argument(
@@ -68,6 +118,19 @@ def add_location_commands(sub: argparse._SubParsersAction[argparse.ArgumentParse
     imp.add_argument("file", type=Path, help="cell_towers.csv (radio,mcc,net,area,cell,unit,lon,lat,range,...)")
     imp.set_defaults(func=cmd_cells_import)
     with_config(cells.add_parser("count", help="how many cells are known")).set_defaults(func=cmd_cells_count)
+
+    sites = sub.add_parser("sites", help="site map: sites, zones, buildings, floors, rooms (docs/LOCATION.md)")
+    site_commands = sites.add_subparsers(dest="sites_command", required=True)
+    check = site_commands.add_parser("check", help="validate a site map (GeoJSON) and print every problem")
+    check.add_argument("file", type=Path)
+    check.set_defaults(func=cmd_sites_check)
+    load = with_config(site_commands.add_parser("load", help="validate a site map and make it current"))
+    load.add_argument("file", type=Path)
+    load.add_argument("--by", default="cli", help="who makes the change (kept with the version)")
+    load.set_defaults(func=cmd_sites_load)
+    with_config(site_commands.add_parser("show", help="summary of the current site map")).set_defaults(
+        func=cmd_sites_show
+    )
 
 
 __all__ = ["add_location_commands"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import json
+import math
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, fields
@@ -21,6 +22,7 @@ from gateway.core.authenticate import AuthenticatedSignal
 from gateway.core.incident import AlertState, IncidentView, short_code_for
 from gateway.core.replay import CounterVerdict, ReplayWindow
 from gateway.errors import StoreUnavailable
+from gateway.location.model import Estimate, LocationSource, Place
 from gateway.protocol import EventType, GpsFix
 from gateway.rejection import Rejection, RejectReason
 from gateway.store.models import Device, Incident, Observation, OutboxMessage, Signal
@@ -110,6 +112,9 @@ class _IncidentRow:
     resolution: str | None = None
     resolved_by: str | None = None
     resolved_at: datetime | None = None
+    # The zone of the frame's GPS fix or of the receiver that heard the advert, known at once (routes the
+    # escalation policy); the fused location refines it a moment later.
+    place_zone: str | None = None
 
 
 #: An incident as the commit sees it: a stored row (model) or one about to be inserted.
@@ -240,6 +245,7 @@ _PG_TYPES: Final = {
         "varchar",
         "varchar",
         "timestamptz",
+        "varchar",
     ),
     "signals": ("varchar", "bigint", "varchar", "varchar", "bytea", "varchar", "timestamptz", "timestamptz", "varchar"),
     "incident_events": ("varchar", "varchar", "int", "varchar", "timestamptz", "text"),
@@ -377,6 +383,17 @@ def view_of(incident: IncidentLike, wearer: str, site: str) -> IncidentView:
         resolution=incident.resolution,
         resolved_by=incident.resolved_by,
         resolved_at=incident.resolved_at,
+        location_source=getattr(incident, "location_source", None),
+        place=_place_of(incident),
+        place_text=getattr(incident, "place_text", None),
+    )
+
+
+def _place_of(incident: IncidentLike) -> Place | None:
+    if not isinstance(incident, Incident) or incident.location_source is None:
+        return None
+    return Place(
+        incident.place_site, incident.place_building, incident.place_floor, incident.place_room, incident.place_zone
     )
 
 
@@ -516,12 +533,15 @@ class IncidentStore:
         replay_window: int,
         outbox_lease: timedelta,
         escalates: Callable[[str], bool] = lambda site: False,
+        zone_of: Callable[[AuthenticatedSignal], str | None] = lambda sig: None,
     ) -> None:
-        """escalates(site): whether incidents of this site get an escalation ladder (a policy serves the site)."""
+        """escalates(site): whether incidents of this site get an escalation ladder (a policy serves the site).
+        zone_of(signal): the zone a press is in as far as its own signal tells (GPS fix, receiver), at once."""
         self._gateway_id = gateway_id
         self._window = replay_window
         self._lease = outbox_lease
         self._escalates = escalates
+        self._zone_of = zone_of
 
     async def commit_signals(self, batch: Sequence[AuthenticatedSignal]) -> list[SignalOutcome]:
         """Decide replays and commit a batch of signals with their incidents, events and outbox rows.
@@ -579,6 +599,7 @@ class IncidentStore:
                 incident_id: str | None = None
                 if frame.event.raises_incident:
                     incident = _new_incident(sig)
+                    incident.place_zone = self._zone_of(sig)
                     rows.incidents.append(incident)
                     if self._escalates(device.site):  # no policy, no ladder: the command center alone
                         rows.ladders.append((incident.id, device.site, True, sig.received_at, sig.received_at))
@@ -706,6 +727,49 @@ class IncidentStore:
                 if not rows.events:
                     return ()
                 await incident.save(using_db=conn, update_fields=updated)
+                await rows.write(conn, self._gateway_id, now + self._lease)
+        except (BaseORMException, OSError) as exc:
+            raise StoreUnavailable(f"database error: {exc}") from exc
+        return tuple(i for _, i, _ in rows.outbox)
+
+    async def record_location(self, alert_id: str, estimate: Estimate, now: datetime) -> tuple[OutboxItem, ...]:
+        """A fused location for an incident: stored and published as "located" when it changes what responders
+        read (the place text or the source) or tightens the radius by a quarter; nothing otherwise."""
+        return await asyncio.shield(self._record_location(alert_id, estimate, now))
+
+    async def _record_location(self, alert_id: str, estimate: Estimate, now: datetime) -> tuple[OutboxItem, ...]:
+        try:
+            async with in_transaction() as conn:
+                incident = await Incident.filter(id=alert_id).select_for_update().using_db(conn).first()
+                if incident is None or not _location_news(incident, estimate):
+                    return ()
+                device = await Device.get(device_id=incident.device_id, using_db=conn)
+                place = estimate.place
+                incident.location_source = estimate.source.value
+                incident.place_site, incident.place_building = place.site, place.building
+                incident.place_floor, incident.place_room, incident.place_zone = place.floor, place.room, place.zone
+                incident.place_text = estimate.text[:255]
+                incident.location_why = estimate.why[:255]
+                if estimate.lat is not None and estimate.lon is not None and estimate.accuracy_m is not None:
+                    incident.lat, incident.lon = estimate.lat, estimate.lon
+                    incident.accuracy_m = max(1, math.ceil(estimate.accuracy_m))
+                    if estimate.source is not LocationSource.GPS:
+                        incident.fix_age_s = None
+                incident.revision += 1
+                incident.updated_at = now
+                rows = _Batch()
+                rows.change(
+                    0,
+                    incident,
+                    device,
+                    "located",
+                    now,
+                    source=estimate.source.value,
+                    accuracy_m=incident.accuracy_m if estimate.accuracy_m is not None else None,
+                    place=incident.place_text,
+                    why=incident.location_why,
+                )
+                await incident.save(using_db=conn, update_fields=_LOCATION_FIELDS)
                 await rows.write(conn, self._gateway_id, now + self._lease)
         except (BaseORMException, OSError) as exc:
             raise StoreUnavailable(f"database error: {exc}") from exc
@@ -901,6 +965,36 @@ async def _latest_open(device_id: str, conn: Any) -> Incident | None:
         .using_db(conn)
         .first()
     )
+
+
+_LOCATION_FIELDS: Final = [
+    "location_source",
+    "place_site",
+    "place_building",
+    "place_floor",
+    "place_room",
+    "place_zone",
+    "place_text",
+    "location_why",
+    "lat",
+    "lon",
+    "accuracy_m",
+    "fix_age_s",
+    "revision",
+    "updated_at",
+]
+#: A new estimate with the same place and source is news only when its radius shrinks by this share.
+_TIGHTER: Final = 0.75
+
+
+def _location_news(incident: Incident, estimate: Estimate) -> bool:
+    if estimate.source is LocationSource.NONE:
+        return False  # "unknown" is what the state says already; never replace something known with it
+    if estimate.source.value != incident.location_source or estimate.text[:255] != incident.place_text:
+        return True
+    if estimate.accuracy_m is None or incident.accuracy_m is None:
+        return False
+    return estimate.accuracy_m < incident.accuracy_m * _TIGHTER
 
 
 def _item(msg: OutboxMessage) -> OutboxItem:

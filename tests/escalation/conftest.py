@@ -104,11 +104,13 @@ def scene(gateway_factory: Any, pki: PkiLayout, phone_ssl: ssl.SSLContext, tmp_p
         *,
         behaviours: dict[str, Behaviour] | None = None,
         max_messages: int = 20,
+        extra_policies: str = "",
         **sections: Any,
     ) -> AsyncIterator[Scene]:
         device_id = f"wb-{uuid.uuid4().hex[:10]}"
         directory = tmp_path / f"escalation-{device_id}.toml"
-        directory.write_text(directory_toml(steps, max_messages=max_messages).replace("{device}", device_id))
+        text = directory_toml(steps, max_messages=max_messages) + "\n" + extra_policies
+        directory.write_text(text.replace("{device}", device_id))
         port = services.free_port()
         async with PhoneNetwork(ACCOUNT_SID, AUTH_TOKEN, ssl_context=phone_ssl) as net:
             public_url = f"https://127.0.0.1:{port}"

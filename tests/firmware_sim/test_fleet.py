@@ -98,7 +98,8 @@ async def test_signals_start_on_the_timetable_however_slow_the_answers(
         stored = [decode_frame(signal.frame) for signal in await Signal.all()]
     assert len(report.records) == 20 and report.ok, report.outcomes()
     assert [r.device_id for r in report.records[:5]] == ["f-0000", "f-0001", "f-0002", "f-0003", "f-0000"]
-    assert max(r.lag_s for r in report.records) < 0.15  # open loop: nobody waited for an answer
+    # Open loop: nobody waited for an answer (a closed loop would lag by 0.4 s, the slow answer, and more).
+    assert max(r.lag_s for r in report.records) < 0.3
     assert report.records[-1].due_s == pytest.approx(19 / 40)
     assert report.elapsed_s < 0.475 + 0.4 + 0.5  # the last start plus one slow answer, not 20 of them
     assert all(r.result.latency_s >= 0.4 for r in report.records)

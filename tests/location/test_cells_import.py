@@ -52,3 +52,23 @@ def test_the_cli_imports_a_generated_file_and_reports_bad_lines(
     bad.write_text("a,b,c\n1,2,3\n")
     assert main(["cells", "import", str(bad)]) == 2
     assert "error:" in capsys.readouterr().err
+
+
+def test_sites_check_load_and_show(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("PANIC_DATABASE__URL", f"sqlite://{tmp_path / 'sites.sqlite3'}")
+    example = Path(__file__).parents[2] / "deploy" / "sites.example.geojson"
+    assert main(["sites", "show"]) == 0
+    assert "no site map loaded" in capsys.readouterr().out
+    assert main(["sites", "check", str(example)]) == 0
+    assert "ok" in capsys.readouterr().out
+    assert main(["sites", "load", str(example)]) == 0
+    assert "loaded as version 1" in capsys.readouterr().out
+    assert main(["sites", "show"]) == 0
+    out = capsys.readouterr().out
+    assert "version 1" in out and "building(s)" in out
+    bad = tmp_path / "bad.geojson"
+    bad.write_text('{"type": "FeatureCollection", "features": [{"type": "Feature", "properties": {"kind": "moon"}}]}')
+    assert main(["sites", "check", str(bad)]) == 2
+    assert "error:" in capsys.readouterr().err

@@ -35,6 +35,7 @@ OTHER_PROBLEMS: Final = {
 #: The REST API's operations and the statuses each documents (gateway/api.py).
 INCIDENT_PATHS: Final = {
     "/v1/incidents/{alert_id}": ("get", {200, 401, 404, 500}),
+    "/v1/incidents/{alert_id}/location.pidf": ("get", {200, 401, 404, 500}),
     "/v1/incidents/{alert_id}/ack": ("post", {200, 400, 401, 404, 409, 413, 415, 422, 500}),
     "/v1/incidents/{alert_id}/resolve": ("post", {200, 400, 401, 404, 409, 413, 415, 422, 500}),
 }
@@ -206,7 +207,8 @@ def test_openapi_incident_operations(openapi: dict[str, Any]) -> None:
         parameters = [resolve(openapi, p) for p in operation["parameters"]]
         assert [(p["name"], p["in"]) for p in parameters] == [("alert_id", "path")]
         for code, response in operation["responses"].items():
-            media = "application/problem+json" if int(code) >= 400 else "application/json"
+            success = "application/pidf+xml" if path.endswith(".pidf") else "application/json"
+            media = "application/problem+json" if int(code) >= 400 else success
             assert list(resolve(openapi, response)["content"]) == [media], (path, code)
         if method == "post":
             assert list(operation["requestBody"]["content"]) == ["application/json"]

@@ -1,0 +1,198 @@
+"""Locates every new incident, never holding it up: the alert goes out at once; fused locations follow as updates.
+
+A press is located a moment after it was stored (BLE receivers in range report it within a few advert intervals)
+and again while the wearable's burst goes on: each pass gathers what the database has for the press (the frame's
+GPS fix and cells, every receiver's observations), fuses it (gateway.location.fusion) against the site map and
+the cell database, and stores the estimate when it tells responders something new (IncidentStore.record_location:
+a "located" event and a new state on MQTT; SMS and calls read the place text from then on).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Final, Self
+
+import structlog
+from tortoise.exceptions import BaseORMException
+
+from gateway.config import ReceiverSettings
+from gateway.core.authenticate import AuthenticatedSignal
+from gateway.errors import StoreUnavailable
+from gateway.location.cells import cell_key
+from gateway.location.fusion import FusionInput, fuse
+from gateway.location.model import BleObservation, CellObservation, LocalPoint, Place, ReceiverSite
+from gateway.location.sites import EMPTY_SITE_MAP, SiteMap, SiteMapError, parse_site_map
+from gateway.observability import Metrics
+from gateway.protocol import GpsFix
+from gateway.protocol.frame import decode_frame
+from gateway.rejection import Rejection
+from gateway.store.incidents import BLE_TRANSPORT, IncidentStore, OutboxItem
+from gateway.store.locations import CellDatabase, current_site_map_document
+from gateway.store.models import Incident, Observation, Signal
+
+log = structlog.get_logger(__name__)
+
+#: Seconds after the press is stored when it is located: the first pass once the receivers in range have
+#: reported it (a panic burst advertises every 20 ms), then while the burst goes on and the GATT follow-up
+#: may add a GPS fix.
+PASSES_S: Final = (0.3, 1.5, 5.0)
+#: How often the site map is re-read (a `panic-gateway sites load` reaches running gateways this fast).
+SITE_MAP_REFRESH_S: Final = 5.0
+
+
+class SiteMapCache:
+    """The newest site map in the database and the receivers placed in it."""
+
+    def __init__(self, receivers: Sequence[ReceiverSettings]) -> None:
+        self.site_map: SiteMap = EMPTY_SITE_MAP
+        self.version = 0
+        self._settings = tuple(receivers)
+        self.receivers: dict[str, ReceiverSite] = self._place_receivers()
+
+    async def refresh(self) -> None:
+        version, document = await current_site_map_document()
+        if document is None or version == self.version:
+            return
+        try:
+            self.site_map = parse_site_map(document, source=f"version {version}")
+        except SiteMapError as exc:  # validated when loaded: only a hand-edited row gets here
+            log.error("stored site map is invalid: keeping the previous one", problems=exc.problems)
+            return
+        self.version = version
+        self.receivers = self._place_receivers()
+        log.info("site map loaded", version=version, receivers=len(self.receivers))
+
+    def zone_of(self, signal: AuthenticatedSignal) -> str | None:
+        """The zone a press is in as far as its own signal tells, at once: its GPS fix, or the receiver that heard
+        it (the escalation policy is chosen by zone before any fusion has run)."""
+        gps = signal.signed.frame.gps
+        if gps is not None:
+            return self.site_map.place_of(gps.lat, gps.lon).zone
+        receiver = self.receivers.get(signal.receiver) if signal.receiver is not None else None
+        return None if receiver is None else receiver.place.zone
+
+    def _place_receivers(self) -> dict[str, ReceiverSite]:
+        """Each configured receiver in the site model: its room from the map when its building is there."""
+        placed = {}
+        for r in self._settings:
+            local = LocalPoint(r.building, r.floor, r.x, r.y) if r.building else None
+            lat = lon = None
+            place = Place(r.site or None, r.building or None, r.floor, r.room or None, None)
+            if local is not None and self.site_map.building(r.building) is not None:
+                lat, lon = self.site_map.to_geo(local)
+                found = self.site_map.room_at(local)
+                place = Place(found.site or place.site, r.building, r.floor, r.room or found.room, found.zone)
+            placed[r.name] = ReceiverSite(r.name, place, local, lat, lon)
+        return placed
+
+
+class LocationEngine:
+    """An async context manager: locates incidents handed to it (`locate_soon`), in passes, in the background."""
+
+    def __init__(
+        self,
+        store: IncidentStore,
+        publish: Callable[[Sequence[OutboxItem]], None],
+        metrics: Metrics,
+        *,
+        sites: SiteMapCache,
+        cells: CellDatabase | None = None,
+        passes_s: Sequence[float] = PASSES_S,
+    ) -> None:
+        self._store = store
+        self._publish = publish
+        self._metrics = metrics
+        self.sites = sites
+        self._cells = cells or CellDatabase()
+        self._passes = tuple(passes_s)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._refresher: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> Self:
+        with contextlib.suppress(BaseORMException, OSError):
+            await self.sites.refresh()
+        self._refresher = asyncio.create_task(self._refresh_loop(), name="site-map-refresh")
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        tasks = [t for t in (self._refresher, *self._tasks) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def locate_soon(self, incident_ids: Sequence[str]) -> None:
+        """New incidents: locate each in passes (the alert itself has already gone out)."""
+        for incident_id in dict.fromkeys(incident_ids):
+            task = asyncio.create_task(self._passes_for(incident_id), name=f"locate-{incident_id}")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _passes_for(self, incident_id: str) -> None:
+        elapsed = 0.0
+        for at in self._passes:
+            await asyncio.sleep(max(0.0, at - elapsed))  # gathering window: receivers are still reporting
+            elapsed = at
+            try:
+                await self.locate(incident_id)
+            except StoreUnavailable as exc:
+                log.warning("location pass failed: database unavailable", alert_id=incident_id, error=str(exc))
+            except Exception:
+                log.exception("location pass failed", alert_id=incident_id)
+
+    async def locate(self, incident_id: str) -> None:
+        """One pass: gather, fuse, store if it is news, publish."""
+        try:
+            incident = await Incident.get_or_none(id=incident_id)
+            if incident is None:
+                return
+            gps, cells = await _frame_facts(incident)
+            observations = await Observation.filter(incident_id=incident_id, transport=BLE_TRANSPORT)
+        except (BaseORMException, OSError) as exc:
+            raise StoreUnavailable(f"database error: {exc}") from exc
+        if gps is None and incident.lat is not None and incident.location_source in (None, "gps"):
+            # A fix the GATT follow-up read (the advert carries none): the incident holds it.
+            gps = GpsFix(incident.lat, incident.lon or 0.0, incident.accuracy_m or 0, incident.fix_age_s or 0)
+        ble = tuple(
+            BleObservation(o.receiver, o.rssi, o.received_at)
+            for o in observations
+            if o.receiver is not None and o.rssi is not None
+        )
+        table = await self._cells.prefetch([cell_key(c) for c in cells])
+        site_map = self.sites.site_map
+        estimate = fuse(
+            FusionInput(incident.device_time, gps, cells, ble),
+            cells=table,
+            receivers=self.sites.receivers,
+            describe=site_map.describe,
+            locate=site_map.place_of,
+        )
+        items = await self._store.record_location(incident_id, estimate, datetime.now(UTC))
+        self._metrics.locations.labels(estimate.source.value, "news" if items else "same").inc()
+        if items:
+            log.info("located", alert_id=incident_id, source=estimate.source.value, place=estimate.text)
+            self._publish(items)
+
+    async def _refresh_loop(self) -> None:
+        while True:
+            await asyncio.sleep(SITE_MAP_REFRESH_S)
+            try:
+                await self.sites.refresh()
+            except (BaseORMException, OSError) as exc:
+                log.warning("site map not refreshed", error=str(exc))
+
+
+async def _frame_facts(incident: Incident) -> tuple[GpsFix | None, tuple[CellObservation, ...]]:
+    """The GPS fix and cells of the press's stored frame (an advert's stored bytes carry neither)."""
+    signal = await Signal.get_or_none(device_id=incident.device_id, counter=incident.counter)
+    if signal is None or signal.transport == BLE_TRANSPORT:
+        return None, ()
+    frame = decode_frame(bytes(signal.frame))
+    if isinstance(frame, Rejection):
+        return None, ()
+    return frame.gps, frame.cells
