@@ -199,6 +199,7 @@ async def running_gateway(settings: GatewaySettings) -> AsyncIterator[RunningGat
                 metrics,
                 max_batch=settings.database.max_batch,
                 max_queue=settings.database.max_batch * QUEUE_BATCHES,
+                on_accepted=location.track,
             )
         )
 

@@ -15,7 +15,7 @@ from gateway.core.authenticate import AuthenticatedSignal
 from gateway.errors import GatewayError, StoreUnavailable
 from gateway.observability import Metrics
 from gateway.protocol import EventType
-from gateway.store.incidents import IncidentStore, OutboxItem, SignalOutcome
+from gateway.store.incidents import IncidentStore, OutboxItem, Outcome, SignalOutcome
 
 log = structlog.get_logger(__name__)
 
@@ -55,9 +55,13 @@ class SignalPipeline:
         *,
         max_batch: int,
         max_queue: int,
+        on_accepted: Callable[[Sequence[AuthenticatedSignal]], None] | None = None,
     ) -> None:
+        """on_accepted: told of every newly stored signal that raised nothing (heartbeats, cancels, low
+        battery), after the commit: a wearer with an open alert may be moving."""
         self._store = store
         self._deliver = deliver
+        self._on_accepted = on_accepted
         self._metrics = metrics
         self._max_batch = max_batch
         self._max_queue = max_queue
@@ -131,6 +135,14 @@ class SignalPipeline:
             items = [item for outcome in outcomes for item in outcome.outbox]
             if items:
                 self._deliver(items)
+            if self._on_accepted is not None:
+                later = [
+                    signal
+                    for (signal, _, _), outcome in zip(batch, outcomes, strict=True)
+                    if outcome.outcome is Outcome.ACCEPTED and not signal.signed.frame.event.raises_incident
+                ]
+                if later:
+                    self._on_accepted(later)
             for (_, fut, _), outcome in zip(batch, outcomes, strict=True):
                 if not fut.done():
                     fut.set_result(outcome)

@@ -21,10 +21,19 @@ from tortoise.exceptions import BaseORMException
 
 from gateway.config import ReceiverSettings
 from gateway.core.authenticate import AuthenticatedSignal
+from gateway.core.incident import AlertState
 from gateway.errors import StoreUnavailable
 from gateway.location.cells import cell_key
-from gateway.location.fusion import FusionInput, fuse
-from gateway.location.model import BleObservation, CellObservation, LocalPoint, Place, ReceiverSite
+from gateway.location.fusion import FusionInput, fuse, last_known
+from gateway.location.model import (
+    BleObservation,
+    CellObservation,
+    Estimate,
+    LocalPoint,
+    LocationSource,
+    Place,
+    ReceiverSite,
+)
 from gateway.location.sites import EMPTY_SITE_MAP, SiteMap, SiteMapError, parse_site_map
 from gateway.observability import Metrics
 from gateway.protocol import GpsFix
@@ -32,7 +41,7 @@ from gateway.protocol.frame import decode_frame
 from gateway.rejection import Rejection
 from gateway.store.incidents import BLE_TRANSPORT, IncidentStore, OutboxItem
 from gateway.store.locations import CellDatabase, current_site_map_document
-from gateway.store.models import Incident, Observation, Signal
+from gateway.store.models import Device, Incident, Observation, Signal
 
 log = structlog.get_logger(__name__)
 
@@ -40,6 +49,8 @@ log = structlog.get_logger(__name__)
 #: reported it (a panic burst advertises every 20 ms), then while the burst goes on and the GATT follow-up
 #: may add a GPS fix.
 PASSES_S: Final = (0.3, 1.5, 5.0)
+#: Radius of "near this receiver" when a device was last heard by it (a BLE receiver hears a few rooms far).
+RECEIVER_RADIUS_M: Final = 10.0
 #: How often the site map is re-read (a `panic-gateway sites load` reaches running gateways this fast).
 SITE_MAP_REFRESH_S: Final = 5.0
 
@@ -111,6 +122,9 @@ class LocationEngine:
         self._passes = tuple(passes_s)
         self._tasks: set[asyncio.Task[None]] = set()
         self._refresher: asyncio.Task[None] | None = None
+        #: Devices whose open incident this gateway located (device -> incident), and each incident's press counter.
+        self._open: dict[str, str] = {}
+        self._counters: dict[str, int] = {}
 
     async def __aenter__(self) -> Self:
         with contextlib.suppress(BaseORMException, OSError):
@@ -145,17 +159,55 @@ class LocationEngine:
             except Exception:
                 log.exception("location pass failed", alert_id=incident_id)
 
-    async def locate(self, incident_id: str) -> None:
-        """One pass: gather, fuse, store if it is news, publish."""
+    def track(self, signals: Sequence[AuthenticatedSignal]) -> None:
+        """Later signals (heartbeats, other frames) of devices with an incident this gateway is locating: their
+        positions update the incident while it is open (the wearer may be moving)."""
+        for sig in signals:
+            device_id = sig.signed.frame.device_id
+            incident_id = self._open.get(device_id)
+            if incident_id is None or sig.signed.frame.counter == self._counters.get(incident_id):
+                continue
+            task = asyncio.create_task(
+                self._track_once(incident_id, sig.signed.frame.counter), name=f"track-{incident_id}"
+            )
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _track_once(self, incident_id: str, counter: int) -> None:
+        await asyncio.sleep(self._passes[0])  # the same gathering window as a press: receivers still report
+        try:
+            await self.locate(incident_id, counter=counter)
+        except StoreUnavailable as exc:
+            log.warning("track pass failed: database unavailable", alert_id=incident_id, error=str(exc))
+        except Exception:
+            log.exception("track pass failed", alert_id=incident_id)
+
+    async def locate(self, incident_id: str, *, counter: int | None = None) -> None:
+        """One pass: gather what the press (or the later signal `counter`) says, fuse, store if news, publish."""
         try:
             incident = await Incident.get_or_none(id=incident_id)
             if incident is None:
                 return
-            gps, cells = await _frame_facts(incident)
-            observations = await Observation.filter(incident_id=incident_id, transport=BLE_TRANSPORT)
+            if not AlertState(incident.state).is_open:
+                self._forget(incident)
+                return
+            self._open[incident.device_id] = incident_id
+            self._counters[incident_id] = incident.counter
+            press_at = incident.device_time
+            if counter is None:
+                gps, cells = await _frame_facts(incident.device_id, incident.counter)
+                observations = await Observation.filter(incident_id=incident_id, transport=BLE_TRANSPORT)
+            else:
+                gps, cells = await _frame_facts(incident.device_id, counter)
+                observations = await Observation.filter(
+                    device_id=incident.device_id, counter=counter, transport=BLE_TRANSPORT
+                )
+                press_at = observations[0].received_at if observations else datetime.now(UTC)
+                if gps is None and not cells and not observations:
+                    return  # a signal that says nothing about where the wearer is
         except (BaseORMException, OSError) as exc:
             raise StoreUnavailable(f"database error: {exc}") from exc
-        if gps is None and incident.lat is not None and incident.location_source in (None, "gps"):
+        if counter is None and gps is None and incident.lat is not None and incident.location_source in (None, "gps"):
             # A fix the GATT follow-up read (the advert carries none): the incident holds it.
             gps = GpsFix(incident.lat, incident.lon or 0.0, incident.accuracy_m or 0, incident.fix_age_s or 0)
         ble = tuple(
@@ -166,17 +218,45 @@ class LocationEngine:
         table = await self._cells.prefetch([cell_key(c) for c in cells])
         site_map = self.sites.site_map
         estimate = fuse(
-            FusionInput(incident.device_time, gps, cells, ble),
+            FusionInput(press_at, gps, cells, ble),
             cells=table,
             receivers=self.sites.receivers,
             describe=site_map.describe,
             locate=site_map.place_of,
         )
+        if estimate.source is LocationSource.NONE and incident.location_source is None:
+            estimate = await self._last_known(incident.device_id) or estimate
         items = await self._store.record_location(incident_id, estimate, datetime.now(UTC))
         self._metrics.locations.labels(estimate.source.value, "news" if items else "same").inc()
         if items:
             log.info("located", alert_id=incident_id, source=estimate.source.value, place=estimate.text)
             self._publish(items)
+
+    async def _last_known(self, device_id: str) -> Estimate | None:
+        """Nothing current: where the device was last heard (the receiver that heard its latest signal best)."""
+        device = await Device.get_or_none(device_id=device_id)
+        if device is None or device.nearest_receiver is None or device.last_seen_at is None:
+            return None
+        receiver = self.sites.receivers.get(device.nearest_receiver)
+        if receiver is None:
+            return None
+        site_map = self.sites.site_map
+        heard = Estimate(
+            receiver.lat,
+            receiver.lon,
+            RECEIVER_RADIUS_M if receiver.lat is not None else None,
+            LocationSource.BLE,
+            receiver.place,
+            site_map.describe(receiver.place),
+            f"heard by {receiver.name}",
+            device.last_seen_at,
+        )
+        return last_known(heard, datetime.now(UTC))
+
+    def _forget(self, incident: Incident) -> None:
+        if self._open.get(incident.device_id) == incident.id:
+            del self._open[incident.device_id]
+        self._counters.pop(incident.id, None)
 
     async def _refresh_loop(self) -> None:
         while True:
@@ -187,9 +267,9 @@ class LocationEngine:
                 log.warning("site map not refreshed", error=str(exc))
 
 
-async def _frame_facts(incident: Incident) -> tuple[GpsFix | None, tuple[CellObservation, ...]]:
-    """The GPS fix and cells of the press's stored frame (an advert's stored bytes carry neither)."""
-    signal = await Signal.get_or_none(device_id=incident.device_id, counter=incident.counter)
+async def _frame_facts(device_id: str, counter: int) -> tuple[GpsFix | None, tuple[CellObservation, ...]]:
+    """The GPS fix and cells of a stored frame (an advert's stored bytes carry neither)."""
+    signal = await Signal.get_or_none(device_id=device_id, counter=counter)
     if signal is None or signal.transport == BLE_TRANSPORT:
         return None, ()
     frame = decode_frame(bytes(signal.frame))

@@ -24,6 +24,7 @@ from gateway.identity.pki import PkiLayout, load_public_key
 from gateway.protocol import EventType, GpsFix
 from gateway.store.models import Device as DeviceRow
 from gateway.store.models import Incident, IncidentEvent
+from tests.ble.test_receivers import eventually
 from tests.conftest import GatewayFactory, Observer, enroll, http_client, observe, post_frame
 
 SITES: Final = Path(__file__).parents[2] / "deploy" / "sites.example.geojson"
@@ -134,3 +135,76 @@ async def test_an_outdoor_gps_press_gets_its_site_and_zone(
         lat, lon = (float(v) for v in pos.text.split())
         assert abs(lat - fix.lat) < 1e-6 and abs(lon - fix.lon) < 1e-6
         assert document.find(".//{urn:ietf:params:xml:ns:pidf:geopriv10:civicAddr}NAM") is not None
+
+
+async def test_later_frames_of_a_moving_wearer_update_the_open_incident(
+    pki: PkiLayout, gateway_factory: GatewayFactory, client_ssl: ssl.SSLContext
+) -> None:
+    async with (
+        gateway_factory(location=LocationSettings(sites_file=SITES)) as gw,
+        observe(gw.settings.mqtt.topic_prefix) as obs,
+        http_client(client_ssl) as http,
+    ):
+        wearable = await enroll(pki, site="north")
+        status, body, _ = await post_frame(http, gw, wearable.frame(gps=GpsFix(52.5189, 13.4000, 12, 5)))
+        assert status == 202
+        alert_id = body["incident_id"]
+        await obs.wait_for(
+            lambda o: (located(o, alert_id) or {}).get("properties", {}).get("place", {}).get("zone") == "yard", WAIT_S
+        )
+        # Walking out of the yard: the next heartbeat's fix moves the incident's place.
+        moved = GpsFix(52.5203, 13.4015, 9, 2)
+        status, _, _ = await post_frame(http, gw, wearable.frame(EventType.HEARTBEAT, gps=moved))
+        assert status == 202
+
+        def out_of_the_yard(o: Observer) -> bool:
+            where = located(o, alert_id)
+            return where is not None and where["properties"]["place"]["zone"] is None
+
+        await obs.wait_for(out_of_the_yard, WAIT_S)
+        where = located(obs, alert_id)
+        assert where is not None
+        lon, lat = where["geometry"]["coordinates"]
+        assert (round(lat, 4), round(lon, 4)) == (52.5203, 13.4015)
+        track = await IncidentEvent.filter(incident_id=alert_id, type="located").count()
+        assert track == 2  # the track: one located event per place
+
+
+async def test_a_press_with_nothing_current_is_placed_where_the_wearable_was_last_heard(
+    air: VirtualAir, pki: PkiLayout, gateway_factory: GatewayFactory, client_ssl: ssl.SSLContext
+) -> None:
+    location = LocationSettings(sites_file=SITES)
+    async with (
+        gateway_factory(ble=receivers(air), location=location) as gw,
+        observe(gw.settings.mqtt.topic_prefix) as obs,
+    ):
+        await obs.wait_for(lambda o: all(o.status.get(n, {}).get("status") == "up" for n in ROOMS), WAIT_S)
+        wearable = await enroll(pki, site="north")
+        row = await DeviceRow.get(device_id=wearable.device_id)
+        firmware = VirtualWearable(
+            wearable.device_id, wearable.key, x509.load_pem_x509_certificate(row.cert_pem.encode()), device_dir=None
+        )
+        node = await air.add_node("wearable", Position("north", 2, 37.0, 3.0), expose=False)
+        ble = BleWearable(
+            firmware,
+            load_public_key(pki.fleet_public),
+            load_public_key(pki.ack_public),
+            controller=node.controller,
+            heartbeat_interval_ms=100.0,
+        )
+        async with ble:  # heartbeats only: the gateway learns which receiver hears the wearable best
+
+            async def heard() -> bool:
+                return (await DeviceRow.get(device_id=wearable.device_id)).nearest_receiver == "rx-214"
+
+            await eventually(heard)
+        await air.remove_node("wearable")  # it leaves BLE range, then presses over cellular without a fix
+        async with http_client(client_ssl) as http:
+            status, body, _ = await post_frame(http, gw, wearable.frame(counter=100_000))
+        assert status == 202
+        alert_id = body["incident_id"]
+        await obs.wait_for(lambda o: located(o, alert_id) is not None, WAIT_S)
+        where = located(obs, alert_id)
+        assert where is not None and where["properties"]["source"] == "last-known"
+        assert where["properties"]["text"].startswith("last known: room 214")
+        assert where["properties"]["place"]["room"] == "214"
