@@ -310,6 +310,7 @@ async def running_gateway(settings: GatewaySettings) -> AsyncIterator[RunningGat
                 )
             )
             receivers_ref.append(receivers)
+            location.readings = adverts.readings
             # Entered after the receivers: its contacts are cancelled before their radios close.
             contacts_ref.append(await stack.enter_async_context(contacts))
         log.info("gateway running", gateway_id=settings.gateway_id, http=server.url, mqtt=f"{mqtt.host}:{mqtt.port}")

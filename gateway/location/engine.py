@@ -125,6 +125,9 @@ class LocationEngine:
         #: Devices whose open incident this gateway located (device -> incident), and each incident's press counter.
         self._open: dict[str, str] = {}
         self._counters: dict[str, int] = {}
+        #: This gateway's receivers' RSSI readings of a press (set when BLE receivers run): more than the one
+        #: observation per receiver the database keeps.
+        self.readings: Callable[[str, int], dict[str, list[int]]] = lambda device_id, counter: {}
 
     async def __aenter__(self) -> Self:
         with contextlib.suppress(BaseORMException, OSError):
@@ -210,10 +213,8 @@ class LocationEngine:
         if counter is None and gps is None and incident.lat is not None and incident.location_source in (None, "gps"):
             # A fix the GATT follow-up read (the advert carries none): the incident holds it.
             gps = GpsFix(incident.lat, incident.lon or 0.0, incident.accuracy_m or 0, incident.fix_age_s or 0)
-        ble = tuple(
-            BleObservation(o.receiver, o.rssi, o.received_at)
-            for o in observations
-            if o.receiver is not None and o.rssi is not None
+        ble = _readings_with(
+            observations, self.readings(incident.device_id, counter if counter is not None else incident.counter)
         )
         table = await self._cells.prefetch([cell_key(c) for c in cells])
         site_map = self.sites.site_map
@@ -265,6 +266,25 @@ class LocationEngine:
                 await self.sites.refresh()
             except (BaseORMException, OSError) as exc:
                 log.warning("site map not refreshed", error=str(exc))
+
+
+def _readings_with(observations: Sequence[Observation], readings: dict[str, list[int]]) -> tuple[BleObservation, ...]:
+    """Every reading of the press: this gateway's receivers' own (all of them), and for receivers it does not run
+    (other gateways on the database) their stored observation."""
+    ble: list[BleObservation] = []
+    first: dict[str, datetime] = {}
+    for o in observations:
+        if o.receiver is None or o.rssi is None:
+            continue
+        first.setdefault(o.receiver, o.received_at)
+        if o.receiver not in readings:
+            ble.append(BleObservation(o.receiver, o.rssi, o.received_at))
+    for receiver, values in readings.items():
+        at = first.get(receiver)
+        if at is None:
+            continue  # not stored as an observation of this press: not ours to use
+        ble.extend(BleObservation(receiver, rssi, at) for rssi in values)
+    return tuple(ble)
 
 
 async def _frame_facts(device_id: str, counter: int) -> tuple[GpsFix | None, tuple[CellObservation, ...]]:

@@ -41,6 +41,10 @@ TRANSPORT: Final = "ble"
 #: Adverts remembered per (receiver, bytes): a wearable repeats one advert every 20-100 ms for seconds, and each
 #: repeat must cost a dict lookup, not a commit. 4096 covers hundreds of wearables advertising at once.
 RECENT_ADVERTS: Final = 4096
+#: Presses whose RSSI readings are kept for location (the oldest are forgotten first), and readings kept per
+#: receiver and press: 20 readings of 4 dB noise place ~96 % of presses in the right room (bench.location).
+READING_PRESSES: Final = 4096
+READINGS_PER_RECEIVER: Final = 20
 #: Signals waiting for the directory or the commit at once; beyond it adverts are dropped (a repeat comes soon).
 MAX_PENDING: Final = 1024
 #: An unknown ephemeral id reloads the keys at most this often: a device registered a moment ago is heard
@@ -122,7 +126,11 @@ class AdvertIngest:
         #: device id -> certificate fingerprint of the keys in the table (a re-registered device gets new keys).
         self._fingerprints: dict[str, str] = {}
         #: (receiver, advert bytes) -> the device it opened as.
-        self._recent: OrderedDict[tuple[str, bytes], str] = OrderedDict()
+        self._recent: OrderedDict[tuple[str, bytes], tuple[str, int]] = OrderedDict()
+        #: RSSI readings of recent presses: (device, counter) -> receiver -> dBm, in arrival order. A burst repeats
+        #: one advert every 20 ms: each repeat is another reading for location (one reading per receiver is a
+        #: coin toss between neighbouring rooms), kept in memory only and bounded.
+        self._readings: OrderedDict[tuple[str, int], dict[str, list[int]]] = OrderedDict()
         self._pending: set[asyncio.Task[None]] = set()
         self._reload_now = asyncio.Event()
         self._reloaded_at = 0.0
@@ -196,8 +204,9 @@ class AdvertIngest:
         known = self._recent.get(key)
         if known is not None:
             self._count(obs.receiver, AdvertResult.REPEAT)
+            self._note_reading(known, obs)
             if self._on_heard is not None:
-                self._on_heard(HeardAdvert(known, obs.receiver, obs.rssi, obs.address, None))
+                self._on_heard(HeardAdvert(known[0], obs.receiver, obs.rssi, obs.address, None))
             return
         window = window_of(obs.received_at.timestamp())
         if window != self._table.window:
@@ -221,12 +230,30 @@ class AdvertIngest:
         if len(self._pending) >= MAX_PENDING:
             self._count(obs.receiver, AdvertResult.DROPPED)
             return
-        self._recent[key] = opened.device_id
+        self._recent[key] = (opened.device_id, opened.counter)
         if len(self._recent) > RECENT_ADVERTS:
             self._recent.popitem(last=False)
+        self._note_reading((opened.device_id, opened.counter), obs)
         task = asyncio.create_task(self._submit(obs, opened, key), name=f"advert-{opened.device_id}")
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
+
+    def readings(self, device_id: str, counter: int) -> dict[str, list[int]]:
+        """Every RSSI reading this gateway's receivers took of one press (or heartbeat), by receiver."""
+        found = self._readings.get((device_id, counter))
+        return {} if found is None else {receiver: list(values) for receiver, values in found.items()}
+
+    def _note_reading(self, press: tuple[str, int], obs: AdvertObservation) -> None:
+        if obs.rssi is None:
+            return
+        by_receiver = self._readings.get(press)
+        if by_receiver is None:
+            by_receiver = self._readings[press] = {}
+            if len(self._readings) > READING_PRESSES:
+                self._readings.popitem(last=False)
+        values = by_receiver.setdefault(obs.receiver, [])
+        if len(values) < READINGS_PER_RECEIVER:
+            values.append(obs.rssi)
 
     async def _submit(self, obs: AdvertObservation, opened: AdvertSignal, key: tuple[str, bytes]) -> None:
         started = time.perf_counter()
