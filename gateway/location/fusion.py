@@ -25,9 +25,11 @@ Cells
 BLE
 - Receivers not in the site model are listed in `why` and ignored; RSSI outside [-127, 0] dBm (HCI's range;
   127 means "not available") is impossible, reported and ignored.
-- Room: the receiver with the highest median RSSI over this press's observations (one reflected spike must not
-  win). Ties: more observations, then the smaller name (deterministic). Its place gives the room, and a close
-  runner-up in another room (within 3 dB) is named in `why`: the wearer may be between the two rooms.
+- Room: the receiver with the highest smoothed RSSI over this press's observations (one reflected spike must
+  not win): the median of fewer than 5 readings, else the mean of the middle 60 % (every reading counts, and
+  the extremes are dropped). Ties: more observations, then the smaller name (deterministic). Its place gives
+  the room, and a close runner-up in another room (within 3 dB) is named in `why`: the wearer may be between
+  the two rooms.
 - Position: weighted centroid of the positioned receivers on the winning receiver's building and floor,
   weight 1/d^2 with d = 10^((P0 - rssi) / (10 n)), P0 = -59 dBm at 1 m, n = 2.0 (log-distance model).
   Accuracy: max(weighted spread of those receivers around the centroid, the strongest one's modelled distance,
@@ -132,6 +134,10 @@ _SOURCE_WORDS: Final = {LocationSource.GPS: " GPS", LocationSource.CELL: " cell"
 
 #: Ties between equal accuracies: the finer-grained source first.
 _PRIORITY: Final = {LocationSource.BLE: 0, LocationSource.GPS: 1, LocationSource.CELL: 2}
+
+
+#: From this many readings a receiver's strength is a trimmed mean, not the median (see _smoothed).
+TRIMMED_FROM: Final = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -360,7 +366,7 @@ def _ble_candidate(
     if not strengths:
         return None
     heard = sorted(
-        (_Heard(receivers[name], name, statistics.median(values), len(values)) for name, values in strengths.items()),
+        (_Heard(receivers[name], name, _smoothed(values), len(values)) for name, values in strengths.items()),
         key=lambda h: (-h.median_dbm, -h.count, h.name),
     )
     strongest = heard[0]
@@ -400,6 +406,16 @@ def _ble_candidate(
         if centroid_room is not None and centroid_room != place.room:
             notes.append(f"centroid falls in room {centroid_room}: the strongest receiver's room {place.room} wins")
     return _Candidate(LocationSource.BLE, label, lat, lon, accuracy, place, press_at)
+
+
+def _smoothed(values: list[float]) -> float:
+    """One receiver's strength over a press: the median of a few readings; from 5 on, the mean of the middle 60 %
+    (as robust to a reflected spike, and it uses every reading: bench.location measures it 1-2 points better)."""
+    if len(values) < TRIMMED_FROM:
+        return statistics.median(values)
+    ordered = sorted(values)
+    cut = len(ordered) // 5
+    return statistics.fmean(ordered[cut : len(ordered) - cut])
 
 
 def _ble_label(place: Place, receiver: str) -> str:
