@@ -41,7 +41,7 @@ from gateway.protocol.frame import decode_frame
 from gateway.rejection import Rejection
 from gateway.store.incidents import BLE_TRANSPORT, IncidentStore, OutboxItem
 from gateway.store.locations import CellDatabase, current_site_map_document
-from gateway.store.models import Device, Incident, Observation, Signal
+from gateway.store.models import CellTower, Device, Incident, Observation, Signal
 
 log = structlog.get_logger(__name__)
 
@@ -61,10 +61,18 @@ class SiteMapCache:
     def __init__(self, receivers: Sequence[ReceiverSettings]) -> None:
         self.site_map: SiteMap = EMPTY_SITE_MAP
         self.version = 0
+        #: Whether the cell database has any cell (checked at each refresh).
+        self.cells_known = False
         self._settings = tuple(receivers)
         self.receivers: dict[str, ReceiverSite] = self._place_receivers()
 
+    @property
+    def useful(self) -> bool:
+        """Whether fusion can say more than a frame's own GPS fix: a site map, receivers or cells to use."""
+        return bool(self.site_map.sites or self.receivers or self.cells_known)
+
     async def refresh(self) -> None:
+        self.cells_known = await CellTower.exists()
         version, document = await current_site_map_document()
         if document is None or version == self.version:
             return
@@ -144,7 +152,10 @@ class LocationEngine:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     def locate_soon(self, incident_ids: Sequence[str]) -> None:
-        """New incidents: locate each in passes (the alert itself has already gone out)."""
+        """New incidents: locate each in passes (the alert itself has already gone out). Without a site map,
+        receivers or cells there is nothing to fuse: the frame's own fix is the location, and nothing runs."""
+        if not self.sites.useful:
+            return
         for incident_id in dict.fromkeys(incident_ids):
             task = asyncio.create_task(self._passes_for(incident_id), name=f"locate-{incident_id}")
             self._tasks.add(task)
@@ -156,11 +167,15 @@ class LocationEngine:
             await asyncio.sleep(max(0.0, at - elapsed))  # gathering window: receivers are still reporting
             elapsed = at
             try:
-                await self.locate(incident_id)
+                heard = await self.locate(incident_id)
             except StoreUnavailable as exc:
                 log.warning("location pass failed: database unavailable", alert_id=incident_id, error=str(exc))
+                continue
             except Exception:
                 log.exception("location pass failed", alert_id=incident_id)
+                return
+            if not heard:
+                return  # no receiver heard it: later passes would find what this one found
 
     def track(self, signals: Sequence[AuthenticatedSignal]) -> None:
         """Later signals (heartbeats, other frames) of devices with an incident this gateway is locating: their
@@ -185,15 +200,16 @@ class LocationEngine:
         except Exception:
             log.exception("track pass failed", alert_id=incident_id)
 
-    async def locate(self, incident_id: str, *, counter: int | None = None) -> None:
-        """One pass: gather what the press (or the later signal `counter`) says, fuse, store if news, publish."""
+    async def locate(self, incident_id: str, *, counter: int | None = None) -> bool:
+        """One pass: gather what the press (or the later signal `counter`) says, fuse, store if news, publish.
+        True when BLE receivers heard it (their readings keep coming while the burst goes on)."""
         try:
             incident = await Incident.get_or_none(id=incident_id)
             if incident is None:
-                return
+                return False
             if not AlertState(incident.state).is_open:
                 self._forget(incident)
-                return
+                return False
             self._open[incident.device_id] = incident_id
             self._counters[incident_id] = incident.counter
             press_at = incident.device_time
@@ -207,7 +223,7 @@ class LocationEngine:
                 )
                 press_at = observations[0].received_at if observations else datetime.now(UTC)
                 if gps is None and not cells and not observations:
-                    return  # a signal that says nothing about where the wearer is
+                    return False  # a signal that says nothing about where the wearer is
         except (BaseORMException, OSError) as exc:
             raise StoreUnavailable(f"database error: {exc}") from exc
         if counter is None and gps is None and incident.lat is not None and incident.location_source in (None, "gps"):
@@ -232,6 +248,7 @@ class LocationEngine:
         if items:
             log.info("located", alert_id=incident_id, source=estimate.source.value, place=estimate.text)
             self._publish(items)
+        return bool(ble)
 
     async def _last_known(self, device_id: str) -> Estimate | None:
         """Nothing current: where the device was last heard (the receiver that heard its latest signal best)."""
