@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Final, TypeVar
 
 from gateway.core.ladder import Channel, Plan, Step, Target
+from gateway.documents import DocumentUnreadable, read_document
 from gateway.errors import GatewayError
 from gateway.identity.const import DEVICE_ID_PATTERN
 
@@ -384,13 +385,9 @@ def parse_directory(text: str, *, source: str = "<text>") -> Directory:
 def load_directory(path: Path) -> Directory:
     """Read (UTF-8) and parse a directory file; DirectoryError also when it cannot be read."""
     try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise DirectoryError([f"{path}: cannot read the file ({exc.strerror or exc})"]) from None
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise DirectoryError([f"{path}: not UTF-8 text (invalid byte at offset {exc.start})"]) from None
+        text = read_document(path)
+    except DocumentUnreadable as exc:
+        raise DirectoryError([exc.problem]) from None
     return parse_directory(text, source=str(path))
 
 

@@ -38,6 +38,7 @@ from shapely import STRtree
 from shapely.geometry.base import BaseGeometry
 from shapely.validation import explain_validity
 
+from gateway.documents import DocumentUnreadable, read_document
 from gateway.errors import GatewayError
 from gateway.escalation.directory import ANY_SITE
 from gateway.location.model import LocalPoint, Place
@@ -567,13 +568,9 @@ def parse_site_map(text: str, *, source: str = "<text>") -> SiteMap:
 def load_site_map(path: Path) -> SiteMap:
     """Read (UTF-8) and parse a site-map file; SiteMapError also when it cannot be read."""
     try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise SiteMapError([f"{path}: cannot read the file ({exc.strerror or exc})"]) from None
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise SiteMapError([f"{path}: not UTF-8 text (invalid byte at offset {exc.start})"]) from None
+        text = read_document(path)
+    except DocumentUnreadable as exc:
+        raise SiteMapError([exc.problem]) from None
     return parse_site_map(text, source=str(path))
 
 
