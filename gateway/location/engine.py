@@ -210,6 +210,9 @@ class LocationEngine:
             if not AlertState(incident.state).is_open:
                 self._forget(incident)
                 return False
+            previous = self._open.get(incident.device_id)
+            if previous is not None and previous != incident_id:
+                self._counters.pop(previous, None)  # one open incident per device is followed: the newest
             self._open[incident.device_id] = incident_id
             self._counters[incident_id] = incident.counter
             press_at = incident.device_time
