@@ -26,7 +26,9 @@ from pathlib import Path
 from typing import Final, TypeVar
 
 from gateway.core.ladder import Channel, Plan, Step, Target
-from gateway.documents import DocumentUnreadable, read_document
+from gateway.documents import DocumentChecker, DocumentUnreadable, read_document
+from gateway.documents import did_you_mean as _did_you_mean
+from gateway.documents import join_path as _join
 from gateway.errors import GatewayError
 from gateway.identity.const import DEVICE_ID_PATTERN
 
@@ -453,14 +455,17 @@ def _first_by(check: _Checker, items: list[_T], section: str, key: str, get: Cal
     return {value: items[i] for value, i in first.items()}
 
 
-class _Checker:
-    """Reads one document leniently: every problem is recorded and reading goes on with a placeholder value."""
+class _Checker(DocumentChecker):
+    """Reads one directory leniently: every problem is recorded and reading goes on with a placeholder value."""
 
     def __init__(self) -> None:
         self.problems: list[str] = []
 
     def add(self, path: str, message: str) -> None:
         self.problems.append(f"{path}: {message}")
+
+    def kind(self, value: object) -> str:
+        return _kind(value)
 
     # -- shapes --
 
@@ -477,31 +482,6 @@ class _Checker:
             else:
                 self.add(f"{where}[{i}]", f"expected a table, got {_kind(item)}")
         return found
-
-    def fields(self, path: str, table: Mapping[str, object], spec: tuple[tuple[str, ...], tuple[str, ...]]) -> None:
-        required, optional = spec
-        allowed = (*required, *optional)
-        for key in table:
-            if key not in allowed:
-                self.add(path, f"unknown field {key!r}{_did_you_mean(key, allowed)}")
-        for key in required:
-            if key not in table:
-                self.add(path, f"missing required field {key!r}")
-
-    def text(
-        self, path: str, table: Mapping[str, object], key: str, rule: Callable[[str], str | None] | None = None
-    ) -> str | None:
-        """The string at `key` (also when `rule` finds a problem with it); None when absent or not a string."""
-        if key not in table:
-            return None
-        value = table[key]
-        if not isinstance(value, str):
-            self.add(_join(path, key), f"expected a string, got {_kind(value)}")
-            return None
-        problem = rule(value) if rule is not None else None
-        if problem is not None:
-            self.add(_join(path, key), problem)
-        return value
 
     def texts(
         self, path: str, table: Mapping[str, object], key: str, rule: Callable[[str], str | None] | None = None
@@ -800,11 +780,6 @@ def _zone_problem(value: str) -> str | None:
     return _bounded_text(value, MAX_ZONE_LEN, required=False)
 
 
-def _did_you_mean(value: str, choices: Iterable[str]) -> str:
-    close = difflib.get_close_matches(value, list(choices), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
 def _kind(value: object) -> str:
     """What a TOML value is, for messages."""
     if isinstance(value, bool):
@@ -822,10 +797,6 @@ def _kind(value: object) -> str:
     if isinstance(value, datetime | date | time):
         return "a date or time"
     return type(value).__name__
-
-
-def _join(path: str, key: str) -> str:
-    return f"{path}.{key}" if path else key
 
 
 def _plural(n: int, word: str, plural: str | None = None) -> str:

@@ -38,7 +38,9 @@ from shapely import STRtree
 from shapely.geometry.base import BaseGeometry
 from shapely.validation import explain_validity
 
-from gateway.documents import DocumentUnreadable, read_document
+from gateway.documents import DocumentChecker, DocumentUnreadable, read_document
+from gateway.documents import did_you_mean as _did_you_mean
+from gateway.documents import join_path as _join
 from gateway.errors import GatewayError
 from gateway.escalation.directory import ANY_SITE
 from gateway.location.model import LocalPoint, Place
@@ -644,8 +646,8 @@ def _first_by(check: _Checker, items: Sequence[tuple[int, _Feature]], what: str)
 _NO_SHAPE: Final = shapely.Polygon()
 
 
-class _Checker:
-    """Reads one document leniently: every problem is recorded and reading goes on with a placeholder value."""
+class _Checker(DocumentChecker):
+    """Reads one site map leniently: every problem is recorded and reading goes on with a placeholder value."""
 
     def __init__(self) -> None:
         #: (feature index, line); -1 for the collection itself. Reported in feature order, then as found.
@@ -655,42 +657,13 @@ class _Checker:
     def add(self, path: str, message: str) -> None:
         self.problems.append((self.feature, f"{path}: {message}"))
 
+    def kind(self, value: object) -> str:
+        return _kind(value)
+
     def sorted(self) -> list[str]:
         return [line for _, line in sorted(self.problems, key=lambda p: p[0])]
 
     # -- shapes --
-
-    def fields(
-        self,
-        path: str,
-        table: Mapping[str, object],
-        spec: tuple[tuple[str, ...], tuple[str, ...]],
-        *,
-        where: str | None = None,
-    ) -> None:
-        required, optional = spec
-        allowed = (*required, *optional)
-        for key in table:
-            if key not in allowed:
-                self.add(where or path, f"unknown field {key!r}{_did_you_mean(key, allowed)}")
-        for key in required:
-            if key not in table:
-                self.add(where or path, f"missing required field {key!r}")
-
-    def text(
-        self, path: str, table: Mapping[str, object], key: str, rule: Callable[[str], str | None] | None = None
-    ) -> str | None:
-        """The string at `key` (also when `rule` finds a problem with it); None when absent or not a string."""
-        if key not in table:
-            return None
-        value = table[key]
-        if not isinstance(value, str):
-            self.add(_join(path, key), f"expected a string, got {_kind(value)}")
-            return None
-        problem = rule(value) if rule is not None else None
-        if problem is not None:
-            self.add(_join(path, key), problem)
-        return value
 
     def number(self, path: str, value: object) -> float | None:
         """A finite JSON number as a float; None (and a problem) for anything else."""
@@ -1105,11 +1078,6 @@ def _unknown(kind: str, value: str, known: Iterable[str]) -> str:
     return f"unknown {kind} {value!r} ({hint})"
 
 
-def _did_you_mean(value: str, choices: Iterable[str]) -> str:
-    close = difflib.get_close_matches(value, list(choices), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
 def _or(choices: Sequence[str]) -> str:
     return ", ".join(choices[:-1]) + f" or {choices[-1]}" if len(choices) > 1 else choices[0]
 
@@ -1133,7 +1101,3 @@ def _kind(value: object) -> str:
     if isinstance(value, dict):
         return "an object"
     return type(value).__name__
-
-
-def _join(path: str, key: str) -> str:
-    return f"{path}.{key}" if path else key
