@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import json
 import signal
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -37,6 +38,7 @@ from gateway.ingest.ble.receivers import BleReceivers
 from gateway.ingest.http import HttpIngest, IngestDeps, server_ssl_context
 from gateway.ingest.pipeline import SignalPipeline
 from gateway.location.engine import LocationEngine, SiteMapCache
+from gateway.location.model import Place
 from gateway.location.sites import SiteMapError, parse_site_map
 from gateway.observability import Metrics
 from gateway.store.db import open_database
@@ -147,8 +149,21 @@ async def running_gateway(settings: GatewaySettings) -> AsyncIterator[RunningGat
         def topic_for(item: OutboxItem) -> str:
             return topic_for_alert(item.kind, item.alert_id)
 
+        def route_for(alert_id: str, payload: bytes) -> str | None:
+            """The command-center route of an alert's state: its zone's topic, else its site's (site map)."""
+            site_map = site_map_cache.site_map
+            if not site_map.sites:
+                return None  # no site map: no routes, and no JSON parsing on the publish path
+            try:
+                document = json.loads(payload)
+                place = Place(site=document["device"]["site"] or None, zone=document.get("zone"))
+            except (ValueError, KeyError, TypeError):
+                return None
+            route = site_map.topic_for(place)
+            return None if route is None else topics.routed_state_topic(prefix, route, alert_id)
+
         publisher = await stack.enter_async_context(
-            OutboxPublisher(store, link, topic_for, metrics, lease=OUTBOX_LEASE)
+            OutboxPublisher(store, link, topic_for, metrics, lease=OUTBOX_LEASE, route_for=route_for)
         )
         publisher_ref.append(publisher)
         if settings.escalation.file is not None:

@@ -121,6 +121,7 @@ def state_document(view: IncidentView) -> dict[str, object]:
         "transport": view.transport,
         "acknowledged_by": view.acknowledged_by,
         "acknowledged_at": _optional_utc(view.acknowledged_at),
+        "zone": view.zone,
         "short_code": view.short_code,
         "resolution": view.resolution,
         "resolved_by": view.resolved_by,

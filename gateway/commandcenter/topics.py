@@ -17,6 +17,7 @@ from typing import NamedTuple
 from gateway.commandcenter import const
 
 _ALERTS = "alerts"
+_ROUTES = "routes"
 _GATEWAYS = "gateways"
 _WILDCARDS = frozenset("+#/")
 
@@ -66,6 +67,13 @@ def alert_state_topic(prefix: str, alert_id: str) -> str:
     """Retained current state of one alert."""
     _checked(prefix, "alert id", alert_id)
     return f"{prefix}/{_ALERTS}/{alert_id}/{TopicKind.ALERT_STATE}"
+
+
+def routed_state_topic(prefix: str, route: str, alert_id: str) -> str:
+    """The retained state of an alert again, under the command-center topic its zone or site picks."""
+    _checked(prefix, "alert id", alert_id)
+    _checked(prefix, "route", route)
+    return f"{prefix}/{_ROUTES}/{route}/{_ALERTS}/{alert_id}/{TopicKind.ALERT_STATE}"
 
 
 def alert_events_topic(prefix: str, alert_id: str) -> str:

@@ -71,6 +71,8 @@ class IncidentView:
         dispatched), None while open.
     location_source: what `gps` (the position) rests on once fused: gps, cell, ble, last-known; None before.
     place: site, building, floor, room and zone of the fused location; place_text: what responders read.
+    zone: the zone it is in (from its own signal at once, then from the fused location): picks the escalation
+        policy and the command-center route.
     """
 
     alert_id: str
@@ -98,6 +100,7 @@ class IncidentView:
     location_source: str | None = None
     place: Place | None = None
     place_text: str | None = None
+    zone: str | None = None
 
 
 #: Digits of an SMS acknowledgement code: short to type under stress; a reply is matched only among the

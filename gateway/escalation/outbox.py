@@ -60,8 +60,13 @@ class OutboxPublisher:
         metrics: Metrics,
         *,
         lease: timedelta,
+        route_for: Callable[[str, bytes], str | None] | None = None,
     ) -> None:
+        """route_for(alert_id, state payload): the routed topic a command center of the alert's zone or site
+        subscribes to, which gets a retained copy of the state; None: no route (no site map, no topic)."""
         self._store = store
+        self._route_for = route_for
+        self._routes: dict[str, str] = {}
         self._link = link
         self._topic_for = topic_for
         self._metrics = metrics
@@ -128,6 +133,9 @@ class OutboxPublisher:
 
         async def one(alert_id: str, revision: int, payload: bytes) -> None:
             await self._link.publish(self._state_topic(alert_id), payload, retain=True)
+            route = self._route_for(alert_id, payload) if self._route_for is not None else None
+            if route is not None:
+                await self._link.publish(route, payload, retain=True)
             self._note_published(alert_id, revision)
             self._metrics.republished.inc()
 
@@ -146,6 +154,8 @@ class OutboxPublisher:
                 stale = item.kind == "state" and item.revision <= self._published_revision.get(alert_id, 0)
                 if not stale:
                     await self._publish_until_acked(item)
+                    if item.kind == "state" and self._route_for is not None:
+                        await self._route(alert_id, item.payload)
                     self._metrics.publish_latency.observe(time.perf_counter() - enqueued)
                     self._metrics.published.labels(item.kind).inc()
                     if item.kind == "state":
@@ -160,6 +170,33 @@ class OutboxPublisher:
             self._metrics.outbox_held.set(len(self._held))
             if not self._held:
                 self._idle.set()
+
+    async def _route(self, alert_id: str, payload: bytes) -> None:
+        """The state's retained copy under its route; a route the alert left is cleared (empty retained)."""
+        assert self._route_for is not None
+        route = self._route_for(alert_id, payload)
+        old = self._routes.get(alert_id)
+        if old is not None and old != route:
+            await self._publish_until_acked_to(old, b"", alert_id)
+        if route is None:
+            self._routes.pop(alert_id, None)
+            return
+        await self._publish_until_acked_to(route, payload, alert_id)
+        self._routes[alert_id] = route
+        if len(self._routes) > REVISIONS_REMEMBERED:
+            del self._routes[next(iter(self._routes))]
+
+    async def _publish_until_acked_to(self, topic: str, payload: bytes, alert_id: str) -> None:
+        while True:
+            try:
+                await self._link.publish(topic, payload, retain=True)
+                return
+            except GatewayError as exc:
+                self._metrics.publish_failures.inc()
+                log.debug("routed publish deferred", alert_id=alert_id, error=str(exc))
+                if self._link.is_connected:
+                    await asyncio.sleep(RETRY_DELAY_S)
+                await self._link.wait_connected()
 
     def _note_published(self, alert_id: str, revision: int) -> None:
         self._published_revision[alert_id] = max(revision, self._published_revision.get(alert_id, 0))

@@ -386,6 +386,7 @@ def view_of(incident: IncidentLike, wearer: str, site: str) -> IncidentView:
         location_source=getattr(incident, "location_source", None),
         place=_place_of(incident),
         place_text=getattr(incident, "place_text", None),
+        zone=incident.place_zone,
     )
 
 

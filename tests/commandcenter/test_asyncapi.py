@@ -85,6 +85,7 @@ def test_every_reference_resolves(doc: dict[str, Any]) -> None:
     ("channel", "address"),
     [
         ("alertState", "{prefix}/alerts/{alert_id}/state"),
+        ("routedAlertState", "{prefix}/routes/{route}/alerts/{alert_id}/state"),
         ("alertEvents", "{prefix}/alerts/{alert_id}/events"),
         ("alertAck", "{prefix}/alerts/{alert_id}/ack"),
         ("gatewayStatus", "{prefix}/gateways/{gateway_id}/status"),

@@ -61,6 +61,7 @@ def test_state_payload_is_the_documented_json() -> None:
         "transport": "https",
         "acknowledged_by": "Grace",
         "acknowledged_at": "2025-03-14T09:27:13.589Z",
+        "zone": None,
         "short_code": "6559",
         "resolution": None,
         "resolved_by": None,

@@ -6,12 +6,15 @@ that room. A cellular press with a GPS fix outdoors gets its site and zone from 
 
 from __future__ import annotations
 
+import asyncio
+import json
 import ssl
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, Final
 
+import aiomqtt
 import pytest
 from cryptography import x509
 from pydantic import SecretStr
@@ -24,6 +27,7 @@ from gateway.identity.pki import PkiLayout, load_public_key
 from gateway.protocol import EventType, GpsFix
 from gateway.store.models import Device as DeviceRow
 from gateway.store.models import Incident, IncidentEvent
+from tests import services
 from tests.ble.test_receivers import eventually
 from tests.conftest import GatewayFactory, Observer, enroll, http_client, observe, post_frame
 
@@ -208,3 +212,31 @@ async def test_a_press_with_nothing_current_is_placed_where_the_wearable_was_las
         assert where is not None and where["properties"]["source"] == "last-known"
         assert where["properties"]["text"].startswith("last known: room 214")
         assert where["properties"]["place"]["room"] == "214"
+
+
+async def test_the_zone_picks_the_command_center_route_of_the_alert(
+    pki: PkiLayout, gateway_factory: GatewayFactory, client_ssl: ssl.SSLContext
+) -> None:
+    async with gateway_factory(location=LocationSettings(sites_file=SITES)) as gw:
+        prefix = gw.settings.mqtt.topic_prefix
+        wearable = await enroll(pki, site="north")
+        async with aiomqtt.Client(services.MQTT_HOST, services.MQTT_PORT) as cc:
+            await cc.subscribe(f"{prefix}/routes/#", qos=1)
+            async with http_client(client_ssl) as http:
+                yard = wearable.frame(gps=GpsFix(52.5189, 13.4000, 12, 5))  # the loading yard: topic north-yard
+                status, body, _ = await post_frame(http, gw, yard)
+                assert status == 202
+                in_yard = body["incident_id"]
+                plant = wearable.frame(gps=GpsFix(52.5203, 13.4015, 12, 5))  # no zone: the site's topic
+                status, body, _ = await post_frame(http, gw, plant)
+                assert status == 202
+                in_plant = body["incident_id"]
+            routed: dict[str, str] = {}
+            async with asyncio.timeout(WAIT_S):
+                async for message in cc.messages:
+                    if message.payload:
+                        routed[str(message.topic)] = json.loads(message.payload)["alert_id"]  # type: ignore[arg-type]
+                    if len(set(routed.values())) == 2:
+                        break
+        assert routed[f"{prefix}/routes/north-yard/alerts/{in_yard}/state"] == in_yard
+        assert routed[f"{prefix}/routes/north-plant/alerts/{in_plant}/state"] == in_plant
