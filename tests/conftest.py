@@ -23,6 +23,7 @@ from gateway.config import AuthSettings, DatabaseSettings, GatewaySettings, Http
 from gateway.core.authenticate import AuthenticatedSignal, AuthRules, DeviceCredentials, authenticate
 from gateway.identity.pki import PkiLayout, init_pki, issue_device_files, load_certificate, load_private_key
 from gateway.identity.trust import load_device_trust
+from gateway.location.model import CellObservation
 from gateway.protocol import AlertFrame, EventType, GpsFix, SignedFrame, const, parse_signed_frame, sign_frame
 from gateway.store.registry import DeviceRegistry
 from tests import services
@@ -98,12 +99,14 @@ class Wearable:
         ts_ms: int | None = None,
         gps: GpsFix | None = None,
         battery: int | None = 80,
+        cells: tuple[CellObservation, ...] = (),
     ) -> bytes:
         if counter is None:
             self.counter += 1
             counter = self.counter
         ts = ts_ms if ts_ms is not None else int(datetime.now(UTC).timestamp() * 1000)
-        return sign_frame(AlertFrame(self.device_id, counter, ts, event, battery=battery, gps=gps), self.key)
+        frame = AlertFrame(self.device_id, counter, ts, event, battery=battery, gps=gps, cells=cells)
+        return sign_frame(frame, self.key)
 
 
 async def enroll(

@@ -94,6 +94,29 @@ def cmd_sites_show(args: argparse.Namespace) -> int:
     return _with_database(args, action)
 
 
+def cmd_receivers(args: argparse.Namespace) -> int:
+    from gateway.location.engine import SiteMapCache
+
+    settings = load_settings(args.config)
+
+    async def action() -> int:
+        cache = SiteMapCache(settings.ble.receivers)
+        await cache.refresh()
+        if not settings.ble.receivers:
+            print("no BLE receivers configured ([[ble.receivers]])")
+            return 0
+        for name, site in cache.receivers.items():
+            place = cache.site_map.describe(site.place) or "not in the site map"
+            where = f" at {site.lat:.6f}, {site.lon:.6f}" if site.lat is not None and site.lon is not None else ""
+            print(f"{name:<16} {place}{where}")
+        problems = cache.problems()
+        for problem in problems:
+            print(f"  problem: {problem}")
+        return 1 if problems else 0
+
+    return _with_database(args, action)
+
+
 def _summary(site_map: Any) -> str:
     rooms = sum(len(floor.rooms) for building in site_map.buildings for floor in building.floors)
     return (
@@ -131,6 +154,9 @@ def add_location_commands(sub: argparse._SubParsersAction[argparse.ArgumentParse
     with_config(site_commands.add_parser("show", help="summary of the current site map")).set_defaults(
         func=cmd_sites_show
     )
+    with_config(
+        sub.add_parser("receivers", help="where each configured BLE receiver is in the site map, and problems")
+    ).set_defaults(func=cmd_receivers)
 
 
 __all__ = ["add_location_commands"]

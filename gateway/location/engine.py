@@ -94,8 +94,31 @@ class SiteMapCache:
         receiver = self.receivers.get(signal.receiver) if signal.receiver is not None else None
         return None if receiver is None else receiver.place.zone
 
+    def problems(self) -> list[str]:
+        """Receivers the site map cannot place as configured (a building or room it does not have)."""
+        found: list[str] = []
+        site_map = self.site_map
+        if not site_map.sites:
+            return found
+        for r in self._settings:
+            if r.site and site_map.site(r.site) is None:
+                found.append(f"receiver {r.name}: site {r.site!r} is not in the site map")
+            if not r.building:
+                found.append(f"receiver {r.name}: no building: it names no room and has no position")
+                continue
+            if site_map.building(r.building) is None:
+                found.append(f"receiver {r.name}: building {r.building!r} is not in the site map")
+                continue
+            actual = site_map.room_at(LocalPoint(r.building, r.floor, r.x, r.y)).room
+            if r.room and actual != r.room:
+                where = f"room {actual}" if actual else "no room"
+                found.append(f"receiver {r.name}: configured in room {r.room!r} but its position is in {where}")
+        return found
+
     def _place_receivers(self) -> dict[str, ReceiverSite]:
         """Each configured receiver in the site model: its room from the map when its building is there."""
+        for problem in self.problems():
+            log.warning("receiver placement", problem=problem)
         placed = {}
         for r in self._settings:
             local = LocalPoint(r.building, r.floor, r.x, r.y) if r.building else None

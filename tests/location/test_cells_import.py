@@ -72,3 +72,22 @@ def test_sites_check_load_and_show(
     bad.write_text('{"type": "FeatureCollection", "features": [{"type": "Feature", "properties": {"kind": "moon"}}]}')
     assert main(["sites", "check", str(bad)]) == 2
     assert "error:" in capsys.readouterr().err
+
+
+def test_receivers_are_shown_in_the_site_map_with_their_problems(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("PANIC_DATABASE__URL", f"sqlite://{tmp_path / 'rx.sqlite3'}")
+    example = Path(__file__).parents[2] / "deploy" / "sites.example.geojson"
+    config = tmp_path / "gateway.toml"
+    config.write_text(
+        '[[ble.receivers]]\nname = "lab"\ntransport = "tcp-client:127.0.0.1:9"\nsite = "north"\nbuilding = "b"\n'
+        'floor = 2\nroom = "214"\nx = 35.0\ny = 4.0\n\n'
+        '[[ble.receivers]]\nname = "lost"\ntransport = "tcp-client:127.0.0.1:9"\nsite = "north"\nbuilding = "z"\n'
+    )
+    assert main(["sites", "load", str(example)]) == 0
+    capsys.readouterr()
+    assert main(["receivers", "--config", str(config)]) == 1
+    out = capsys.readouterr().out
+    assert "lab              North Plant, Building B, floor 2, room 214 (Lab) at 52." in out
+    assert "problem: receiver lost: building 'z' is not in the site map" in out

@@ -24,7 +24,11 @@ from firmware_sim.ble_wearable import BleWearable
 from firmware_sim.wearable import VirtualWearable
 from gateway.config import ApiSettings, BleSettings, LocationSettings, ReceiverSettings
 from gateway.identity.pki import PkiLayout, load_public_key
+from gateway.location.cells import CellKey, CellRow
+from gateway.location.model import CellObservation, CellSite
 from gateway.protocol import EventType, GpsFix
+from gateway.store.db import open_database
+from gateway.store.locations import import_cells
 from gateway.store.models import Device as DeviceRow
 from gateway.store.models import Incident, IncidentEvent
 from tests import services
@@ -240,3 +244,36 @@ async def test_the_zone_picks_the_command_center_route_of_the_alert(
                         break
         assert routed[f"{prefix}/routes/north-yard/alerts/{in_yard}/state"] == in_yard
         assert routed[f"{prefix}/routes/north-plant/alerts/{in_plant}/state"] == in_plant
+
+
+async def test_a_press_without_gps_is_placed_by_the_cells_its_modem_saw(
+    pki: PkiLayout, db_url: str, gateway_factory: GatewayFactory, client_ssl: ssl.SSLContext
+) -> None:
+    towers = [
+        CellRow(CellKey("lte", 262, 1, 46003, 26386177), CellSite(52.5195, 13.3990, 900.0, 40)),
+        CellRow(CellKey("lte", 262, 1, 46003, 26386178), CellSite(52.5215, 13.4030, 1200.0, 25)),
+    ]
+    async with open_database(db_url):
+        await import_cells(iter(towers))
+    async with (
+        gateway_factory(location=LocationSettings(sites_file=SITES)) as gw,
+        observe(gw.settings.mqtt.topic_prefix) as obs,
+    ):
+        wearable = await enroll(pki, site="north")
+        seen = (
+            CellObservation("lte", 262, 1, 46003, 26386177, -85, True),
+            CellObservation("lte", 262, 1, 46003, 26386178, -101, False),
+            CellObservation("lte", 262, 1, 46003, 99999999, -110, False),  # not in the database
+        )
+        async with http_client(client_ssl) as http:
+            status, body, _ = await post_frame(http, gw, wearable.frame(cells=seen))
+        assert status == 202
+        alert_id = body["incident_id"]
+        await obs.wait_for(lambda o: located(o, alert_id) is not None, WAIT_S)
+        where = located(obs, alert_id)
+        assert where is not None and where["properties"]["source"] == "cell"
+        assert where["properties"]["accuracy_m"] >= 900  # never tighter than the cells allow
+        lon, lat = where["geometry"]["coordinates"]
+        assert 52.519 < lat < 52.522 and 13.398 < lon < 13.404  # between the two known cells, nearer the serving one
+        event = await IncidentEvent.filter(incident_id=alert_id, type="located").first()
+        assert event is not None and "1 of 3 cells unknown" in event.detail["why"]
