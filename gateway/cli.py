@@ -158,6 +158,7 @@ def cmd_devices_revoke(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from gateway.console.cli import add_user_commands
     from gateway.escalation.cli import add_escalation_commands
     from gateway.identity.cli import add_pki_commands
     from gateway.location.cli import add_location_commands
@@ -201,6 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_pki_commands(sub)
     add_escalation_commands(sub)
     add_location_commands(sub)
+    add_user_commands(sub)
     return parser
 
 

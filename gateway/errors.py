@@ -9,6 +9,7 @@ GatewayError                 base of everything the gateway raises on purpose
  +-- DirectoryError          an escalation directory file is invalid (.problems)   [gateway.escalation.directory]
  +-- SiteMapError            a site map (GeoJSON) is invalid (.problems)            [gateway.location.sites]
  +-- CellImportError         a cell database file is not in OpenCellID's format     [gateway.location.cells]
+ +-- ConsoleError            an operator account operation was refused              [gateway.console.store]
 
 Bad input on the hot path is not an exception: it is a gateway.rejection.Rejection value.
 """

@@ -287,3 +287,71 @@ class SiteMapVersion(Model):
 
     class Meta:
         table = "site_map_versions"
+
+
+class Operator(Model):
+    """A person who signs in to the web console, with a role that says what they may do."""
+
+    id = fields.BigIntField(primary_key=True)
+    # Sign-in name, [a-z0-9._-]{1,64}.
+    name = fields.CharField(max_length=64, unique=True)
+    display_name = fields.CharField(max_length=128)
+    # viewer, operator, supervisor or admin (gateway.console.auth.Role).
+    role = fields.CharField(max_length=16)
+    # scrypt$n$r$p$salt$hash (gateway.console.auth.hash_password), never the password itself.
+    password_hash = fields.CharField(max_length=255)
+    disabled = fields.BooleanField(default=False)
+    created_at = fields.DatetimeField()
+    updated_at = fields.DatetimeField()
+
+    class Meta:
+        table = "operators"
+
+
+class OperatorSession(Model):
+    """A signed-in console session, found by the SHA-256 of its token (the token itself is never stored)."""
+
+    id = fields.BigIntField(primary_key=True)
+    operator: fields.ForeignKeyRelation[Operator] = fields.ForeignKeyField(
+        "models.Operator", related_name="sessions", on_delete=fields.CASCADE
+    )
+    token_digest = fields.CharField(max_length=64, unique=True)
+    created_at = fields.DatetimeField()
+    expires_at = fields.DatetimeField(db_index=True)
+    last_seen_at = fields.DatetimeField()
+    # Client address at sign-in, for the audit trail.
+    address = fields.CharField(max_length=64, default="")
+
+    operator_id: int
+
+    class Meta:
+        table = "operator_sessions"
+
+
+class ApiToken(Model):
+    """A bearer token for machines, found by the SHA-256 of its value, with a role like an operator's."""
+
+    id = fields.BigIntField(primary_key=True)
+    name = fields.CharField(max_length=64, unique=True)
+    token_digest = fields.CharField(max_length=64, unique=True)
+    role = fields.CharField(max_length=16)
+    created_at = fields.DatetimeField()
+    revoked_at = fields.DatetimeField(null=True)
+
+    class Meta:
+        table = "api_tokens"
+
+
+class AuditEntry(Model):
+    """Append-only record of what an operator or token did to what, never updated or deleted."""
+
+    id = fields.BigIntField(primary_key=True)
+    at = fields.DatetimeField(db_index=True)
+    # Operator name, token name or cli.
+    actor = fields.CharField(max_length=64)
+    action = fields.CharField(max_length=64)
+    target = fields.CharField(max_length=128, default="")
+    detail: dict[str, Any] = fields.JSONField(default=dict)
+
+    class Meta:
+        table = "audit_log"
