@@ -165,6 +165,17 @@ async def test_wearable_leaving_mid_follow_up_is_unreachable_in_bounded_time(sce
     assert loop.time() - started < 3.0 + 3.0  # deadline plus one connect-cancel grace
 
 
+async def test_a_follow_up_goes_to_the_address_the_wearable_advertises_from_now(scene: Scene) -> None:
+    """A press at an advert-window change: the address it was heard at is gone; the device's latest one is used."""
+    await scene.ble.press()
+    follow_up = scene.gateway.follow_up(deadline_s=6.0, connect_timeout_s=0.5)
+    follow_up.note_address("w-ble-9", scene.address)  # what the receivers hear from it now
+    async with asyncio.timeout(STEP_TIMEOUT_S * 2):
+        result = await follow_up.follow_up("0C:00:00:00:00:01", "w-ble-9")  # the address of the old window
+        await scene.ble.wait_until(lambda w: w.display == DISPLAY_RECEIVED)
+    assert result.status is FollowUpStatus.ACKED, result
+
+
 def test_ack_vector_of_the_protocol_document() -> None:
     vectors = doc_vectors("ack-vector")
     assert vectors, "docs/PROTOCOL.md §15 has no ack-vector"

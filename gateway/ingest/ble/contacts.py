@@ -198,6 +198,7 @@ class GattContacts:
     # --- radio routing --------------------------------------------------------------------------------------------
 
     def _note_route(self, advert: HeardAdvert) -> None:
+        self._gatt.note_address(advert.device_id, advert.address)
         now = time.monotonic()
         route = self._routes.get(advert.address)
         if (

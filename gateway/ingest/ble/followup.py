@@ -20,6 +20,7 @@ import asyncio
 import enum
 import random
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Final, NamedTuple
@@ -57,6 +58,8 @@ FOLLOW_UP_DEADLINE_S: Final = 20.0
 MAX_ATTEMPTS: Final = 5
 #: Backoff between attempts: first delay, growth, cap (full jitter below it). Short, since a panic is urgent and
 #: one receiver's radio is only busy with one connection attempt at a time.
+#: Devices whose latest advertising address is remembered for retries (the oldest forgotten first).
+ADDRESSES_REMEMBERED: Final = 100_000
 BACKOFF_INITIAL_S: Final = 0.2
 BACKOFF_FACTOR: Final = 2.0
 BACKOFF_MAX_S: Final = 2.0
@@ -159,6 +162,15 @@ class GattFollowUp:
         self._connect_timeout_s = connect_timeout_s
         self._rng = rng or random.Random()  # noqa: S311 - backoff jitter, not cryptography
         self._pending: dict[str, list[PendingAck]] = {}
+        #: Each device's latest advertising address (it rotates with the advert window): a retry goes there.
+        self._addresses: OrderedDict[str, str] = OrderedDict()
+
+    def note_address(self, device_id: str, address: str) -> None:
+        """The device advertises from `address` now (its address rotates every advert window)."""
+        self._addresses[device_id] = address
+        self._addresses.move_to_end(device_id)
+        if len(self._addresses) > ADDRESSES_REMEMBERED:
+            self._addresses.popitem(last=False)
 
     def pending_operator_acks(self, device_id: str) -> tuple[PendingAck, ...]:
         """Operator acknowledgements not yet delivered to the device."""
@@ -192,6 +204,7 @@ class GattFollowUp:
             async with asyncio.timeout(self._deadline_s):
                 while True:
                     attempts += 1
+                    address = self._addresses.get(device_id, address)  # a press at a window change moves it
                     try:
                         await self._attempt(address, device_id, contact, read_frame=read_frame)
                         break
