@@ -51,6 +51,25 @@ class DocumentChecker:
     def kind(self, value: object) -> str:
         raise NotImplementedError
 
+    def array_words(self, where: str) -> str:
+        """How an array of members at `where` is named in messages ("an array of objects")."""
+        raise NotImplementedError
+
+    def members(self, path: str, table: Mapping[str, object], key: str) -> list[tuple[str, Mapping[str, object]]]:
+        """The tables (objects) of the array at `key`, each with its path; anything else is a problem."""
+        where = join_path(path, key)
+        value = table.get(key, [])
+        if not isinstance(value, list):
+            self.add(where, f"expected {self.array_words(where)}, got {self.kind(value)}")
+            return []
+        found: list[tuple[str, Mapping[str, object]]] = []
+        for i, item in enumerate(value):
+            if isinstance(item, dict):
+                found.append((f"{where}[{i}]", item))
+            else:
+                self.add(f"{where}[{i}]", f"expected {self.kind({})}, got {self.kind(item)}")
+        return found
+
     def fields(
         self,
         path: str,

@@ -469,19 +469,10 @@ class _Checker(DocumentChecker):
 
     # -- shapes --
 
-    def tables(self, path: str, table: Mapping[str, object], key: str) -> list[tuple[str, Mapping[str, object]]]:
-        where = _join(path, key)
-        value = table.get(key, [])
-        if not isinstance(value, list):
-            self.add(where, f"expected an array of tables ([[{where}]]), got {_kind(value)}")
-            return []
-        found: list[tuple[str, Mapping[str, object]]] = []
-        for i, item in enumerate(value):
-            if isinstance(item, dict):
-                found.append((f"{where}[{i}]", item))
-            else:
-                self.add(f"{where}[{i}]", f"expected a table, got {_kind(item)}")
-        return found
+    def array_words(self, where: str) -> str:
+        return f"an array of tables ([[{where}]])"
+
+    tables = DocumentChecker.members
 
     def texts(
         self, path: str, table: Mapping[str, object], key: str, rule: Callable[[str], str | None] | None = None

@@ -40,7 +40,6 @@ from shapely.validation import explain_validity
 
 from gateway.documents import DocumentChecker, DocumentUnreadable, read_document
 from gateway.documents import did_you_mean as _did_you_mean
-from gateway.documents import join_path as _join
 from gateway.errors import GatewayError
 from gateway.escalation.directory import ANY_SITE
 from gateway.location.model import LocalPoint, Place
@@ -675,19 +674,10 @@ class _Checker(DocumentChecker):
             return None
         return float(value)
 
-    def objects(self, path: str, table: Mapping[str, object], key: str) -> list[tuple[str, Mapping[str, object]]]:
-        where = _join(path, key)
-        value = table.get(key, [])
-        if not isinstance(value, list):
-            self.add(where, f"expected an array of objects, got {_kind(value)}")
-            return []
-        found: list[tuple[str, Mapping[str, object]]] = []
-        for i, item in enumerate(value):
-            if isinstance(item, dict):
-                found.append((f"{where}[{i}]", item))
-            else:
-                self.add(f"{where}[{i}]", f"expected an object, got {_kind(item)}")
-        return found
+    def array_words(self, where: str) -> str:
+        return "an array of objects"
+
+    objects = DocumentChecker.members
 
     # -- geometry --
 
