@@ -53,6 +53,7 @@ from gateway.protocol import GpsFix
 from gateway.store.incidents import AckOutcome, AckResult, OutboxItem
 from gateway.store.ladders import Applied, LadderContext, LadderStore
 from gateway.store.models import Device, DirectoryVersion, Incident, Notification
+from gateway.store.versions import latest_version, save_version
 
 log = structlog.get_logger(__name__)
 
@@ -78,23 +79,15 @@ class ResolveOutcome:
 
 async def current_directory() -> tuple[int, Directory]:
     """The newest stored directory and its version (0 and the empty directory when none was loaded)."""
-    latest = await DirectoryVersion.all().order_by("-id").first()
-    if latest is None:
+    version, document = await latest_version(DirectoryVersion)
+    if document is None:
         return 0, EMPTY_DIRECTORY
-    return latest.id, parse_directory(latest.document, source=f"version {latest.id}")
+    return version, parse_directory(document, source=f"version {version}")
 
 
 async def save_directory(directory: Directory, *, source: str, loaded_by: str) -> int | None:
     """Store `directory` as the newest version unless it equals the current one; the new version, or None."""
-    document = dump_directory(directory)
-    latest = await DirectoryVersion.all().order_by("-id").first()
-    if latest is not None and latest.document == document:
-        return None
-    row = await DirectoryVersion.create(
-        document=document, source=source[:255], loaded_by=loaded_by[:64], loaded_at=datetime.now(UTC)
-    )
-    log.info("escalation directory stored", version=row.id, source=source, by=loaded_by)
-    return int(row.id)
+    return await save_version(DirectoryVersion, dump_directory(directory), source=source, loaded_by=loaded_by)
 
 
 class DirectoryCache:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, Final
 
 import structlog
@@ -15,6 +14,7 @@ from gateway.errors import StoreUnavailable
 from gateway.location.cells import CellKey, CellRow, CellRowProblem, CellTable
 from gateway.location.model import CellSite
 from gateway.store.models import CellTower, SiteMapVersion
+from gateway.store.versions import latest_version, save_version
 
 log = structlog.get_logger(__name__)
 
@@ -106,17 +106,9 @@ def iter_lines(path: Any) -> Iterator[str]:
 
 async def current_site_map_document() -> tuple[int, str | None]:
     """The newest stored site map (GeoJSON text) and its version; (0, None) when none was loaded."""
-    latest = await SiteMapVersion.all().order_by("-id").first()
-    return (0, None) if latest is None else (int(latest.id), latest.document)
+    return await latest_version(SiteMapVersion)
 
 
 async def save_site_map_document(document: str, *, source: str, loaded_by: str) -> int | None:
     """Store a validated site map as the newest version unless it equals the current one; the version or None."""
-    latest = await SiteMapVersion.all().order_by("-id").first()
-    if latest is not None and latest.document == document:
-        return None
-    row = await SiteMapVersion.create(
-        document=document, source=source[:255], loaded_by=loaded_by[:64], loaded_at=datetime.now(UTC)
-    )
-    log.info("site map stored", version=row.id, source=source, by=loaded_by)
-    return int(row.id)
+    return await save_version(SiteMapVersion, document, source=source, loaded_by=loaded_by)
