@@ -191,10 +191,10 @@ class IncidentApi:
             return problem(422, "invalid-operator", "operator must be 1 to 64 characters")
         alert_id = request.match_info["alert_id"]
         outcome = await self._deps.engine.resolve(alert_id, reason=reason, by=operator.strip(), note=note)
-        log.info("resolution", alert_id=alert_id, operator=operator, reason=reason.value, result=outcome.result)
-        if outcome.result == ResolveResult.NOT_FOUND:
+        log.info("resolution", alert_id=alert_id, operator=operator, reason=reason.value, result=outcome.result.value)
+        if outcome.result is ResolveResult.NOT_FOUND:
             return problem(404, "not-found", f"no incident {alert_id}")
-        if outcome.result == ResolveResult.ALREADY:
+        if outcome.result is ResolveResult.ALREADY:
             return problem(409, "already-resolved", f"incident {alert_id} is already resolved")
         return web.json_response({"alert_id": alert_id, "result": "resolved", "reason": reason.value})
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import hashlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -65,7 +66,9 @@ DIRECTORY_REFRESH_S: Final = 5.0
 OnAcknowledged = Callable[[str, str, int], Awaitable[None]]
 
 
-class ResolveResult:
+class ResolveResult(enum.StrEnum):
+    """What a resolution did."""
+
     RESOLVED = "resolved"
     ALREADY = "already-resolved"
     NOT_FOUND = "not-found"
@@ -73,7 +76,7 @@ class ResolveResult:
 
 @dataclass(frozen=True, slots=True)
 class ResolveOutcome:
-    result: str
+    result: ResolveResult
     state: AlertState | None = None
 
 
