@@ -100,7 +100,8 @@ async def test_every_press_of_a_mixed_fleet_is_acknowledged_on_its_channel_and_r
     assert len(https) == len(ble) == 4 and {r.kind for r in report.records} == {"panic"}
     assert all(r.result.status_code == 202 for r in https)
     assert all(r.label == BLE_ACKNOWLEDGED and r.latency_s is not None for r in ble)
-    assert max(r.lag_s for r in report.records) < 0.2  # BLE presses keep the open-loop timetable too
+    # BLE presses keep the open-loop timetable too (waiting for their GATT acknowledgements would lag by seconds).
+    assert max(r.lag_s for r in report.records) < 0.4
 
     # One incident per press, each raised over its own channel.
     by_transport: dict[str, set[tuple[str, int]]] = {"https": set(), "ble": set()}
