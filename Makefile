@@ -1,22 +1,29 @@
 # Two commands: `make demo` runs the gateway with simulated wearables; `make test` runs every check.
-# Both set themselves up: a virtualenv in .venv with the locked dependencies (uv.lock), via uv from PyPI.
+# Both set themselves up: a virtualenv in .venv with the locked dependencies (uv.lock), via uv from PyPI,
+# and the console's map library (Leaflet) from npm as locked in package-lock.json.
 
 PYTHON ?= python3
 VENV   := .venv
 TOOLS  := .tools
 UV     := $(TOOLS)/bin/uv
 BIN    := $(VENV)/bin
+LEAFLET := node_modules/leaflet/dist/leaflet.js
 export UV_PROJECT_ENVIRONMENT := $(abspath $(VENV))
 export UV_PYTHON_DOWNLOADS := never
 
 .PHONY: demo test lint typecheck pytest bench setup clean
 
-demo: $(VENV)/.synced
+demo: $(VENV)/.synced $(LEAFLET)
 	$(BIN)/panic-sim demo
 
-test: $(VENV)/.synced lint typecheck pytest
+test: $(VENV)/.synced $(LEAFLET) lint typecheck pytest
 
-setup: $(VENV)/.synced
+setup: $(VENV)/.synced $(LEAFLET)
+
+# The console's map library (Leaflet), from the npm registry as locked in package-lock.json.
+$(LEAFLET): package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -43,4 +50,4 @@ bench: $(VENV)/.synced
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) $(TOOLS) .pytest_cache .mypy_cache .ruff_cache var
+	rm -rf $(VENV) $(TOOLS) node_modules .pytest_cache .mypy_cache .ruff_cache var

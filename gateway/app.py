@@ -15,12 +15,16 @@ from pathlib import Path
 from typing import Final
 
 import structlog
+from aiohttp import web
 from tortoise.exceptions import BaseORMException
 
 from gateway.api import ApiDeps, IncidentApi
 from gateway.commandcenter import CommandCenterLink, EmbeddedBroker, payloads, topics
 from gateway.commandcenter.payloads import Acknowledgement
 from gateway.config import GatewaySettings
+from gateway.console.access import Access
+from gateway.console.feed import IncidentFeed, StreamApi
+from gateway.console.web import ConsoleDeps, ConsoleWeb
 from gateway.core.authenticate import AuthRules
 from gateway.errors import ConfigError, StoreUnavailable
 from gateway.escalation.carrier import TwilioCarrier
@@ -29,6 +33,7 @@ from gateway.escalation.engine import DirectoryCache, EscalationEngine, compose,
 from gateway.escalation.outbox import OutboxPublisher
 from gateway.escalation.sender import NotificationSender
 from gateway.escalation.webhooks import TwilioWebhooks, WebhookDeps
+from gateway.fleet_api import FleetApi, FleetDeps
 from gateway.identity.pki import PkiLayout, load_private_key
 from gateway.identity.trust import load_device_trust
 from gateway.ingest.ble.adverts import AdvertIngest
@@ -46,7 +51,7 @@ from gateway.store.incidents import IncidentStore, OutboxItem
 from gateway.store.ladders import LadderStore
 from gateway.store.locations import save_site_map_document
 from gateway.store.models import Device
-from gateway.store.registry import DeviceDirectory
+from gateway.store.registry import DeviceDirectory, DeviceRegistry
 
 log = structlog.get_logger(__name__)
 
@@ -166,6 +171,17 @@ async def running_gateway(settings: GatewaySettings) -> AsyncIterator[RunningGat
             OutboxPublisher(store, link, topic_for, metrics, lease=OUTBOX_LEASE, route_for=route_for)
         )
         publisher_ref.append(publisher)
+
+        def time_zone_of(site: str) -> str | None:
+            """The site's IANA time zone from the site map, else the escalation's default."""
+            return site_map_cache.site_map.time_zone(site or None) or settings.escalation.time_zone
+
+        feed = await stack.enter_async_context(IncidentFeed(time_zone_of, metrics))
+
+        def enqueue(items: Sequence[OutboxItem]) -> None:
+            publisher.enqueue(items)
+            feed.poke()  # open consoles see the change now, not at the next poll
+
         if settings.escalation.file is not None:
             await _load_directory_file(settings.escalation.file, settings.gateway_id)
         ladders = LadderStore(
@@ -177,7 +193,7 @@ async def running_gateway(settings: GatewaySettings) -> AsyncIterator[RunningGat
         engine = await stack.enter_async_context(
             EscalationEngine(
                 ladders,
-                publisher.enqueue,
+                enqueue,
                 metrics,
                 directory=directory_cache,
                 tick_s=settings.escalation.tick_s,
@@ -193,12 +209,10 @@ async def running_gateway(settings: GatewaySettings) -> AsyncIterator[RunningGat
 
         if settings.location.sites_file is not None:
             await _load_site_map_file(settings.location.sites_file, settings.gateway_id)
-        location = await stack.enter_async_context(
-            LocationEngine(store, publisher.enqueue, metrics, sites=site_map_cache)
-        )
+        location = await stack.enter_async_context(LocationEngine(store, enqueue, metrics, sites=site_map_cache))
 
         def committed(items: Sequence[OutboxItem]) -> None:
-            publisher.enqueue(items)
+            enqueue(items)
             # New and cancelled incidents: their ladders start or stop now, not at the next tick.
             changed = [i.alert_id for i in items if i.kind == "event" and i.key.endswith((":raised", ":cancelled"))]
             if changed:
@@ -256,7 +270,22 @@ async def running_gateway(settings: GatewaySettings) -> AsyncIterator[RunningGat
             ensure_published=ensure_published,
             store=store,
         )
-        routes = IncidentApi(ApiDeps(settings.api, store, engine, metrics)).routes()
+        access = Access(settings.api, settings.console, metrics)
+        routes: list[web.AbstractRouteDef] = []
+        routes += IncidentApi(ApiDeps(access, store, engine, metrics, directory_cache, time_zone_of, enqueue)).routes()
+        routes += FleetApi(
+            FleetDeps(
+                access,
+                DeviceRegistry(trust),
+                site_map_cache,
+                time_zone_of,
+                settings.ble.receivers,
+                lambda: receivers_ref[0].reports() if receivers_ref else {},
+            )
+        ).routes()
+        routes += StreamApi(feed, access).routes()
+        if settings.console.enabled:
+            routes += ConsoleWeb(ConsoleDeps(settings.console, access, metrics)).routes()
         if settings.twilio.enabled:
             webhooks = TwilioWebhooks(
                 WebhookDeps(
@@ -277,6 +306,7 @@ async def running_gateway(settings: GatewaySettings) -> AsyncIterator[RunningGat
         server = await stack.enter_async_context(
             HttpIngest(deps, server_ssl_context(settings.http, ca_bundle), routes=routes)
         )
+        stack.push_async_callback(feed.close)  # open streams end before the server waits for its handlers
         refresher = asyncio.create_task(_refresh_directory(directory), name="directory-refresh")
         stack.push_async_callback(_cancel, refresher)
         receivers: BleReceivers | None = None
@@ -293,7 +323,7 @@ async def running_gateway(settings: GatewaySettings) -> AsyncIterator[RunningGat
                 directory=directory,
                 pipeline=pipeline,
                 store=store,
-                publish=publisher.enqueue,
+                publish=enqueue,
                 rules=rules,
                 metrics=metrics,
                 deadline_s=settings.ble.follow_up_deadline_s,

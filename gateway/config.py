@@ -238,6 +238,21 @@ class ApiSettings(_Section):
     tokens: dict[str, SecretStr] = {}
 
 
+class ConsoleSettings(_Section):
+    """The operators' web console at /console/ (docs/CONSOLE.md)."""
+
+    enabled: bool = True
+    #: Keys the CSRF tokens of sessions; give every gateway behind one address the same secret (at least 32
+    #: characters). Unset: a random one per process, so open pages need a reload after a restart.
+    secret: SecretStr | None = Field(default=None, min_length=32)
+    #: Map tiles ({z}/{x}/{y}); empty: no base map (floor plans, rooms and coordinates still show, offline).
+    tile_url: str = ""
+    tile_attribution: str = ""
+    tile_max_zoom: int = Field(default=19, ge=1, le=24)
+    #: Leaflet's dist/ folder (npm package); None: node_modules/leaflet/dist beside the gateway package.
+    leaflet_dir: Path | None = None
+
+
 class LogFormat(enum.StrEnum):
     CONSOLE = "console"
     JSON = "json"
@@ -271,6 +286,7 @@ class GatewaySettings(BaseSettings):
     escalation: EscalationSettings = EscalationSettings()
     location: LocationSettings = LocationSettings()
     api: ApiSettings = ApiSettings()
+    console: ConsoleSettings = ConsoleSettings()
     log: LogSettings = LogSettings()
 
     @classmethod

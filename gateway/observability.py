@@ -123,3 +123,10 @@ class Metrics:
             registry=r,
         )
         self.ble_advert_keys = Gauge("panic_ble_advert_keys", "Devices whose advert keys the gateway holds", registry=r)
+        self.api_refusals = Counter(
+            "panic_api_refusals",
+            "REST and console requests refused: unauthorized, forbidden, csrf-failed, too-many-attempts, invalid",
+            ["reason"],
+            registry=r,
+        )
+        self.console_streams = Gauge("panic_console_streams", "Open live streams (/v1/stream)", registry=r)

@@ -58,6 +58,8 @@ class AlertEventType(enum.StrEnum):
     LOCATED = "located"
     #: The gateway could not complete the BLE GATT follow-up; the alert stands from the advert alone.
     FOLLOWUP_FAILED = "followup-failed"
+    #: An operator wrote on the timeline; nothing else changed. detail: by, text.
+    NOTE = "note"
 
 
 def format_utc(moment: datetime) -> str:
@@ -220,6 +222,11 @@ def _note_character_allowed(c: str) -> bool:
     # Surrogates cannot be re-encoded as UTF-8; other control characters could forge log lines.
     category = unicodedata.category(c)
     return c in _NOTE_WHITESPACE or category not in ("Cc", "Cs")
+
+
+def note_text_ok(note: str) -> bool:
+    """Whether a note's characters may be stored and published: newlines and tabs, no other control characters."""
+    return all(_note_character_allowed(c) for c in note)
 
 
 def parse_ack(alert_id: str, payload: bytes) -> Acknowledgement | AckRejection:

@@ -84,6 +84,44 @@ def cmd_users_disable(args: argparse.Namespace) -> int:
     return _with_database(args, action)
 
 
+def cmd_tokens_add(args: argparse.Namespace) -> int:
+    from gateway.console.store import add_api_token
+
+    async def action() -> int:
+        row, token = await add_api_token(args.name, args.role, actor=args.by)
+        print(f"added token {row.name} ({row.role}); it is shown once, keep it in the client's secret store:")
+        print(token)
+        return 0
+
+    return _with_database(args, action)
+
+
+def cmd_tokens_list(args: argparse.Namespace) -> int:
+    from gateway.console.store import list_api_tokens
+
+    async def action() -> int:
+        rows = await list_api_tokens()
+        print(f"{'NAME':<24} {'ROLE':<12} {'CREATED':<26} REVOKED")
+        for t in rows:
+            revoked = t.revoked_at.isoformat(timespec="seconds") if t.revoked_at else "no"
+            print(f"{t.name:<24} {t.role:<12} {t.created_at.isoformat(timespec='seconds'):<26} {revoked}")
+        print(f"{len(rows)} token(s)")
+        return 0
+
+    return _with_database(args, action)
+
+
+def cmd_tokens_revoke(args: argparse.Namespace) -> int:
+    from gateway.console.store import revoke_api_token
+
+    async def action() -> int:
+        row = await revoke_api_token(args.name, actor=args.by)
+        print(f"revoked token {row.name}: refused from now on")
+        return 0
+
+    return _with_database(args, action)
+
+
 def add_user_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register `users ...` on the gateway's CLI."""
 
@@ -110,6 +148,18 @@ def add_user_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     disable = with_config(users.add_parser("disable", help="stop an operator signing in and end their sessions"))
     disable.add_argument("name")
     disable.set_defaults(func=cmd_users_disable)
+
+    tokens = sub.add_parser("tokens", help="REST API tokens for machine clients").add_subparsers(
+        dest="tokens_command", required=True
+    )
+    tadd = with_config(tokens.add_parser("add", help="create a bearer token (printed once)"))
+    tadd.add_argument("name", help="client name, [a-z0-9._-]{1,64} (recorded as who acted)")
+    tadd.add_argument("--role", required=True, choices=[r.value for r in Role])
+    tadd.set_defaults(func=cmd_tokens_add)
+    with_config(tokens.add_parser("list", help="list tokens")).set_defaults(func=cmd_tokens_list)
+    trevoke = with_config(tokens.add_parser("revoke", help="refuse a token from now on"))
+    trevoke.add_argument("name")
+    trevoke.set_defaults(func=cmd_tokens_revoke)
 
 
 __all__ = ["add_user_commands"]

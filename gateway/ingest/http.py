@@ -217,7 +217,7 @@ async def problem_middleware(
         return problem(500, "internal-error", "the gateway failed to handle this request; retry it")
 
 
-def build_app(deps: IngestDeps, routes: Sequence[web.RouteDef] = ()) -> web.Application:
+def build_app(deps: IngestDeps, routes: Sequence[web.AbstractRouteDef] = ()) -> web.Application:
     # The signal endpoint enforces its own, smaller limit; webhooks and API calls carry forms and JSON notes.
     max_size = max(deps.settings.max_body_bytes, OTHER_MAX_BODY_BYTES)
     app = web.Application(middlewares=[problem_middleware], client_max_size=max_size)
@@ -252,7 +252,7 @@ class HttpIngest:
     """The HTTP server's lifecycle: `async with HttpIngest(...) as server: server.url`."""
 
     def __init__(
-        self, deps: IngestDeps, ssl_context: ssl.SSLContext | None, *, routes: Sequence[web.RouteDef] = ()
+        self, deps: IngestDeps, ssl_context: ssl.SSLContext | None, *, routes: Sequence[web.AbstractRouteDef] = ()
     ) -> None:
         self._app = build_app(deps, routes)
         self._ssl = ssl_context

@@ -85,6 +85,22 @@ class AckOutcome:
     counter: int | None = None
 
 
+#: The event type of an operator's note on the timeline.
+NOTE_EVENT: Final = payloads.AlertEventType.NOTE.value
+
+
+@dataclass(frozen=True, slots=True)
+class NoteAdded:
+    """A note appended to an incident's timeline, and its MQTT event (to hand to the publisher)."""
+
+    event_id: str
+    alert_id: str
+    revision: int
+    at: datetime
+    detail: dict[str, Any]
+    outbox: tuple[OutboxItem, ...]
+
+
 @dataclass(slots=True)
 class _IncidentRow:
     """A new incident, inserted with executemany (building model instances costs more than the SQL)."""
@@ -732,6 +748,27 @@ class IncidentStore:
         except (BaseORMException, OSError) as exc:
             raise StoreUnavailable(f"database error: {exc}") from exc
         return tuple(i for _, i, _ in rows.outbox)
+
+    async def add_note(self, alert_id: str, *, by: str, text: str, now: datetime) -> NoteAdded | None:
+        """An operator's note: an event in the incident's log and on the MQTT event stream, at its current revision
+        (the incident itself does not change). None when there is no such incident."""
+        return await asyncio.shield(self._add_note(alert_id, by, text, now))
+
+    async def _add_note(self, alert_id: str, by: str, text: str, now: datetime) -> NoteAdded | None:
+        rows = _Batch()
+        try:
+            async with in_transaction() as conn:
+                incident = await Incident.filter(id=alert_id).using_db(conn).first()
+                if incident is None:
+                    return None
+                # Several notes may share a revision: a random suffix keeps each event id unique (at most 60 chars).
+                event_id = f"{incident.id}:{incident.revision}:{NOTE_EVENT}:{uuid.uuid4().hex[:10]}"
+                rows.note(incident, NOTE_EVENT, now, event_id, by=by, text=text)
+                await rows.write(conn, self._gateway_id, now + self._lease)
+        except (BaseORMException, OSError) as exc:
+            raise StoreUnavailable(f"database error: {exc}") from exc
+        outbox = tuple(i for _, i, _ in rows.outbox)
+        return NoteAdded(event_id, alert_id, incident.revision, now, {"by": by, "text": text}, outbox)
 
     async def record_location(self, alert_id: str, estimate: Estimate, now: datetime) -> tuple[OutboxItem, ...]:
         """A fused location for an incident: stored and published as "located" when it changes what responders

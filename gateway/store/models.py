@@ -99,6 +99,8 @@ class Incident(Model):
     class Meta:
         table = "incidents"
         unique_together = (("device", "counter"),)
+        # The console's live stream reads what changed since a time, its lists page by arrival.
+        indexes = (("updated_at",), ("received_at",))
 
 
 class IncidentEvent(Model):

@@ -8,6 +8,7 @@ from typing import Any, Final
 
 import pytest
 
+from gateway.console.auth import Action, Role
 from gateway.core.ladder import ResolveReason
 from gateway.escalation.sender import (
     CALL_GATHER_PATH,
@@ -32,13 +33,36 @@ OTHER_PROBLEMS: Final = {
 }
 
 
-#: The REST API's operations and the statuses each documents (gateway/api.py).
+#: The REST API's incident operations and the statuses each documents (gateway/api.py).
 INCIDENT_PATHS: Final = {
-    "/v1/incidents/{alert_id}": ("get", {200, 401, 404, 500}),
-    "/v1/incidents/{alert_id}/location.pidf": ("get", {200, 401, 404, 500}),
-    "/v1/incidents/{alert_id}/ack": ("post", {200, 400, 401, 404, 409, 413, 415, 422, 500}),
-    "/v1/incidents/{alert_id}/resolve": ("post", {200, 400, 401, 404, 409, 413, 415, 422, 500}),
+    "/v1/incidents/{alert_id}": ("get", {200, 401, 404, 500, 503}),
+    "/v1/incidents/{alert_id}/location.pidf": ("get", {200, 401, 404, 500, 503}),
+    "/v1/incidents/{alert_id}/ack": ("post", {200, 400, 401, 403, 404, 409, 413, 415, 422, 500, 503}),
+    "/v1/incidents/{alert_id}/resolve": ("post", {200, 400, 401, 403, 404, 409, 413, 415, 422, 500, 503}),
 }
+#: Every operation that needs credentials (bearer token or console session) and the action its role must allow
+#: (gateway/api.py, gateway/fleet_api.py, gateway/console/web.py and feed.py; docs/CONSOLE.md's table).
+GUARDED: Final = {
+    ("get", "/v1/me"): Action.VIEW,
+    ("get", "/v1/incidents"): Action.VIEW,
+    ("get", "/v1/incidents/{alert_id}"): Action.VIEW,
+    ("get", "/v1/incidents/{alert_id}/location.pidf"): Action.VIEW,
+    ("post", "/v1/incidents/{alert_id}/ack"): Action.ACKNOWLEDGE,
+    ("post", "/v1/incidents/{alert_id}/resolve"): Action.RESOLVE,
+    ("get", "/v1/incidents/{alert_id}/events"): Action.VIEW,
+    ("post", "/v1/incidents/{alert_id}/notes"): Action.ACKNOWLEDGE,
+    ("get", "/v1/events"): Action.VIEW,
+    ("get", "/v1/stream"): Action.VIEW,
+    ("get", "/v1/devices"): Action.VIEW,
+    ("get", "/v1/devices/{device_id}"): Action.VIEW,
+    ("post", "/v1/devices/{device_id}/revoke"): Action.REVOKE_DEVICE,
+    ("get", "/v1/receivers"): Action.VIEW,
+    ("get", "/v1/sites"): Action.VIEW,
+    ("get", "/v1/sites/{site_id}"): Action.VIEW,
+    ("get", "/v1/sites/{site_id}/buildings/{building_id}/floors/{floor}/plan"): Action.VIEW,
+}
+#: Operations anyone may call.
+OPEN_PATHS: Final = {"/v1/openapi.json", "/v1/openapi.yaml", "/healthz", "/readyz", "/metrics"}
 #: The Twilio webhooks (gateway/escalation/webhooks.py) and what a signed request gets.
 TWILIO_PATHS: Final = {
     SMS_INBOUND_PATH: "application/xml",
@@ -59,6 +83,11 @@ API_PROBLEMS: Final = {
     "incident-closed",
     "already-resolved",
     "service-unavailable",
+    "invalid-query",
+    "already-revoked",
+    "csrf-failed",
+    "too-many-attempts",
+    "unavailable",
 }
 
 
@@ -162,14 +191,7 @@ def all_refs(node: Any) -> list[str]:
 
 def test_openapi_is_3_1_and_every_ref_resolves(openapi: dict[str, Any]) -> None:
     assert str(openapi["openapi"]).startswith("3.1")
-    assert set(openapi["paths"]) == {
-        "/v1/signals",
-        *INCIDENT_PATHS,
-        *TWILIO_PATHS,
-        "/healthz",
-        "/readyz",
-        "/metrics",
-    }
+    assert set(openapi["paths"]) == {"/v1/signals", *(path for _, path in GUARDED), *TWILIO_PATHS, *OPEN_PATHS}
     for ref in all_refs(openapi):
         resolve(openapi, {"$ref": ref})
 
@@ -202,7 +224,6 @@ def test_openapi_incident_operations(openapi: dict[str, Any]) -> None:
     assert (bearer["type"], bearer["scheme"]) == ("http", "bearer")
     for path, (method, statuses) in INCIDENT_PATHS.items():
         operation = openapi["paths"][path][method]
-        assert operation["security"] == [{"bearerToken": []}], path
         assert {int(code) for code in operation["responses"]} == statuses, path
         parameters = [resolve(openapi, p) for p in operation["parameters"]]
         assert [(p["name"], p["in"]) for p in parameters] == [("alert_id", "path")]
@@ -214,6 +235,26 @@ def test_openapi_incident_operations(openapi: dict[str, Any]) -> None:
             assert list(operation["requestBody"]["content"]) == ["application/json"]
 
 
+def test_openapi_guarded_operations(openapi: dict[str, Any]) -> None:
+    session = openapi["components"]["securitySchemes"]["consoleSession"]
+    assert (session["type"], session["in"], session["name"]) == ("apiKey", "cookie", "panic_session")
+    assert "X-CSRF-Token" in session["description"]
+    documented = {(m, p) for p, ops in openapi["paths"].items() for m, op in ops.items() if "x-permission" in op}
+    assert documented == set(GUARDED)
+    for (method, path), action in GUARDED.items():
+        operation = openapi["paths"][path][method]
+        assert operation["security"] == [{"bearerToken": []}, {"consoleSession": []}], path
+        assert operation["x-permission"] == action.value, path
+        statuses = {int(code) for code in operation["responses"]}
+        assert {401, 500, 503} <= statuses, path
+        assert (403 in statuses) == (action is not Action.VIEW), path
+        assert resolve(openapi, operation["responses"]["503"])["headers"]["Retry-After"], path
+    for path in ("/v1/openapi.json", "/v1/openapi.yaml"):
+        assert openapi["paths"][path]["get"]["security"] == [], path
+    assert openapi["components"]["schemas"]["Permission"]["enum"] == [a.value for a in Action]
+    assert openapi["components"]["schemas"]["Role"]["enum"] == [r.value for r in Role]
+
+
 def test_openapi_incident_schemas_match_the_code(openapi: dict[str, Any]) -> None:
     schemas = openapi["components"]["schemas"]
     assert schemas["ResolveReason"]["enum"] == [r.value for r in ResolveReason]
@@ -221,7 +262,7 @@ def test_openapi_incident_schemas_match_the_code(openapi: dict[str, Any]) -> Non
     assert set(schemas["Reason"]["enum"]) >= API_PROBLEMS
     assert schemas["Incident"]["allOf"][0] == {"$ref": "#/components/schemas/AlertState"}
     extra = schemas["Incident"]["allOf"][1]
-    assert set(extra["required"]) == {"events", "notifications"}
+    assert set(extra["required"]) == {"time_zone", "wearer_info", "events", "notifications"}
     assert set(schemas["IncidentEvent"]["required"]) == {"revision", "type", "at", "detail"}
     assert set(schemas["Notification"]["required"]) == {
         "step",
