@@ -44,6 +44,8 @@ from gateway.config import (
     PkiSettings,
     TwilioSettings,
 )
+from gateway.console.auth import Role
+from gateway.console.store import add_operator
 from gateway.identity.pki import PkiLayout, init_pki, issue_device_certificate, load_device_ca
 from gateway.identity.trust import load_device_trust
 from gateway.observability import configure_logging
@@ -505,12 +507,18 @@ async def run_demo(layout: PkiLayout, workdir: Path, console: Console, rng: rand
         )
         async with running_gateway(settings) as gw:
             fleet = await _enroll_fleet(layout, workdir, net)
+            password = secrets.token_urlsafe(12)  # a fresh database each run: a fresh password too
+            await add_operator("demo", "Demo Operator", Role.SUPERVISOR, password, actor="demo")
             banner = (
                 f"panic-gateway demo  HTTPS {gw.http_url}  MQTT {gw.mqtt_host}:{gw.mqtt_port}  "
                 f"phones {net.base_url}  Ctrl-C stops"
             )
             console.print(banner)
             console.print(f"database {workdir / 'gateway.sqlite3'}  escalation directory {directory}")
+            console.print(
+                f"web console {gw.http_url}/console/  sign in as demo / {password}  "
+                f"(the browser does not know the dev CA {layout.root_ca_cert}: accept it or import it)"
+            )
             board = Board()
             names = phone_names()
             shown = 0

@@ -127,7 +127,7 @@ def test_the_example_loads(example: SiteMap) -> None:
     b = example.buildings[1]
     assert (b.rotation_deg, [f.number for f in b.floors]) == (15.0, [-1, 0, 2])
     assert b.floors[0].rooms == ()  # a floor without rooms is allowed
-    assert b.floors[2].plan == "plans/north-b-2.png"
+    assert b.floors[2].plan == "plans/north-b-2.svg"
     assert b.floors[2].plan_bounds == ((-1.0, -1.0), (41.0, 21.0))
     assert example.site("depot") is not None
     assert example.site("depot").radius_m == 150.0  # type: ignore[union-attr]

@@ -1,0 +1,214 @@
+"""The console in a real browser: an operator signs in, a press appears with the alarm, the operator finds the room
+on the floor plan and acknowledges, and the escalation ladder stops. Refusals show as a user would meet them.
+
+Playwright drives Debian's Chromium (headless). The gateway is the real one, over HTTPS with the test CA (the
+browser context ignores that it does not know the CA); SMS go to the phone network simulator; the wearable presses
+over BLE on the virtual air, heard by receivers in rooms of the example site map.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any, Final
+
+import pytest
+from cryptography import x509
+from playwright.async_api import Browser, Page, expect
+
+from firmware_sim.air import PathLossModel, Position, VirtualAir
+from firmware_sim.ble_wearable import BleWearable
+from firmware_sim.wearable import VirtualWearable
+from gateway.config import BleSettings, LocationSettings, ReceiverSettings
+from gateway.identity.pki import PkiLayout, load_public_key
+from gateway.store.models import Device, Incident, Ladder
+from tests.console.webclient import PASSWORD, add_user
+from tests.escalation.conftest import PEOPLE, Scene, SceneFactory, step
+
+SITES: Final = Path(__file__).parents[2] / "deploy" / "sites.example.geojson"
+#: Building B, floor 2 of the example map: room 213 (x 20..30) and room 214 "Lab" (x 30..40), y 0..8.
+ROOMS: Final = {"rx-213": (25.0, 4.0), "rx-214": (35.0, 4.0)}
+#: How long the browser waits for what a person would see (generous: a loaded 2-core CI machine).
+SEEN_MS: Final = 15_000
+LAPTOP: Final = {"width": 1366, "height": 768}
+PHONE: Final = {"width": 390, "height": 844}
+
+
+@pytest.fixture
+async def air() -> AsyncIterator[VirtualAir]:
+    async with VirtualAir(PathLossModel(noise_sigma_db=0.0), seed=3) as air:
+        for name, (x, y) in ROOMS.items():
+            await air.add_node(name, Position("north", 2, x, y))
+        yield air
+
+
+def sections(air: VirtualAir) -> dict[str, Any]:
+    placed = [
+        ReceiverSettings(
+            name=name, transport=air.nodes[name].transport_spec, site="north", building="b", floor=2, x=x, y=y
+        )
+        for name, (x, y) in ROOMS.items()
+    ]
+    return {
+        "ble": BleSettings(receivers=placed, restart_min_s=0.1, restart_max_s=0.5, key_refresh_s=30.0),
+        "location": LocationSettings(sites_file=SITES),
+    }
+
+
+async def ble_press(s: Scene, air: VirtualAir, pki: PkiLayout, at: Position) -> None:
+    """The scene's wearer presses the button over BLE, standing at `at`; it keeps advertising until the gateway
+    has placed the alert in a room (as a real wearable repeats its press until it is acknowledged)."""
+    row = await Device.get(device_id=s.wearable.device_id)
+    firmware = VirtualWearable(
+        s.wearable.device_id, s.wearable.key, x509.load_pem_x509_certificate(row.cert_pem.encode()), device_dir=None
+    )
+    node = await air.add_node(f"wearable-{s.wearable.device_id}", at, expose=False)
+    keys = load_public_key(pki.fleet_public), load_public_key(pki.ack_public)
+    async with BleWearable(firmware, *keys, controller=node.controller) as ble:
+        await ble.press()
+        await s.observer.wait_for(lambda o: any(in_a_room(state) for state in o.states.values()), 30)
+
+
+def in_a_room(state: dict[str, Any]) -> bool:
+    location = state.get("location") or {}
+    return bool((location.get("properties") or {}).get("place", {}).get("room"))
+
+
+async def sign_in(page: Page, base: str, name: str, password: str = PASSWORD) -> None:
+    await page.goto(f"{base}/console/")
+    await expect(page).to_have_url(re.compile(r"/console/login"))
+    await page.get_by_label("Name").fill(name)
+    await page.get_by_label("Password").fill(password)
+    await page.get_by_role("button", name="Sign in").click()
+
+
+async def new_page(browser: Browser, viewport: dict[str, int] = LAPTOP) -> Page:
+    context = await browser.new_context(ignore_https_errors=True, viewport=viewport)  # type: ignore[arg-type]
+    return await context.new_page()
+
+
+async def test_an_operator_sees_the_press_finds_the_room_and_acknowledges_and_the_ladder_stops(
+    browser: Browser, scene: SceneFactory, air: VirtualAir, pki: PkiLayout, artifacts: Path
+) -> None:
+    steps = step("sms", 20, "responder:ana") + step("sms", 20, "responder:bo")
+    async with scene(steps, **sections(air)) as s:
+        await s.observer.wait_for(lambda o: all(o.status.get(n, {}).get("status") == "up" for n in ROOMS), 20)
+        await add_user("olga", "operator")
+        page = await new_page(browser)
+        await sign_in(page, s.gateway.http_url, "olga")
+        await expect(page).to_have_url(re.compile(r"/console/$|/console/#"))
+        await expect(page.locator("#connection")).to_have_attribute("data-state", "live", timeout=SEEN_MS)
+        await expect(page.locator("#alarm")).not_to_have_attribute("data-active", "true")
+
+        pressing = asyncio.create_task(ble_press(s, air, pki, Position("north", 2, 37.0, 3.0)))  # in the Lab
+        row = page.locator("#board [data-alert-id]").first
+        await expect(row).to_be_visible(timeout=SEEN_MS)
+        alert_id = await row.get_attribute("data-alert-id")
+        assert alert_id is not None
+        await expect(page.locator("#alarm")).to_have_attribute("data-active", "true")
+        await expect(page.locator("#alarm")).to_be_visible()
+        await expect(row).to_contain_text("Ada Lovelace")
+        await expect(row).to_contain_text(re.compile("NEW|NOTIFYING"))
+        # The room is known a moment after the alert (location follows the alert, never delays it).
+        await pressing
+        await expect(row).to_contain_text("room 214", timeout=SEEN_MS)
+        await page.screenshot(path=str(artifacts / "console-board.png"))
+
+        await row.click()
+        detail = page.locator("#detail")
+        await expect(detail).to_have_attribute("data-alert-id", alert_id)
+        await expect(detail).to_contain_text("Diabetic. Key in locker 4.")  # notes for responders
+        await expect(detail).to_contain_text("room 214 (Lab)")
+        plan = page.locator("#map img.leaflet-image-layer")
+        await expect(plan).to_be_visible(timeout=SEEN_MS)
+        assert (await plan.get_attribute("src") or "").endswith("/floors/2/plan")
+        await expect(page.locator("#map .room-highlight")).to_have_count(1)
+        await expect(page.locator("#timeline")).to_contain_text("Ana Guard", timeout=SEEN_MS)  # the first step's SMS
+        await page.screenshot(path=str(artifacts / "console-detail.png"))
+
+        await page.locator("#ack-button").click()
+        await expect(detail).to_contain_text("ACKNOWLEDGED", timeout=SEEN_MS)
+        await expect(page.locator("#alarm")).not_to_have_attribute("data-active", "true")
+        incident = await Incident.get(id=alert_id)
+        assert (incident.state, incident.acknowledged_by) == ("acknowledged", "olga")
+        ladder = await Ladder.get(incident_id=alert_id)
+        assert not ladder.active and ladder.next_at is None  # no timer left: no further SMS or call
+        alerted = [rid for rid in PEOPLE if any(t.startswith("PANIC") for t in s.texts_to(rid))]
+        assert alerted == ["ana"]  # step 2 (Bo) never went out
+        assert s.messages_to("bo") == 0
+
+
+async def test_acknowledging_from_the_keyboard_and_a_phone_sized_screen(
+    browser: Browser, scene: SceneFactory, air: VirtualAir, pki: PkiLayout, artifacts: Path
+) -> None:
+    async with scene(step("sms", 30, "responder:ana"), **sections(air)) as s:
+        await s.observer.wait_for(lambda o: all(o.status.get(n, {}).get("status") == "up" for n in ROOMS), 20)
+        await add_user("olga", "operator")
+        page = await new_page(browser, PHONE)
+        await sign_in(page, s.gateway.http_url, "olga")
+        await expect(page.locator("#connection")).to_have_attribute("data-state", "live", timeout=SEEN_MS)
+        await ble_press(s, air, pki, Position("north", 2, 25.0, 3.0))
+        row = page.locator("#board [data-alert-id]").first
+        await expect(row).to_be_visible(timeout=SEEN_MS)
+        alert_id = await row.get_attribute("data-alert-id")
+        width = await page.evaluate("document.documentElement.scrollWidth")
+        assert width <= PHONE["width"]  # no sideways scrolling on a phone
+        await page.screenshot(path=str(artifacts / "console-board-phone.png"))
+        await page.keyboard.press("j")
+        await page.keyboard.press("Enter")
+        await expect(page.locator("#detail")).to_have_attribute("data-alert-id", alert_id or "")
+        await page.keyboard.press("a")
+        await expect(page.locator("#detail")).to_contain_text("ACKNOWLEDGED", timeout=SEEN_MS)
+        assert (await Incident.get(id=alert_id)).state == "acknowledged"
+
+
+async def test_refusals_as_a_user_meets_them(
+    browser: Browser, scene: SceneFactory, air: VirtualAir, pki: PkiLayout
+) -> None:
+    async with scene(step("sms", 30, "responder:ana"), **sections(air)) as s:
+        await s.observer.wait_for(lambda o: all(o.status.get(n, {}).get("status") == "up" for n in ROOMS), 20)
+        await add_user("olga", "operator")
+        await add_user("vic", "viewer")
+        base = s.gateway.http_url
+        page = await new_page(browser)
+        # A wrong password: the form again, with the reason, and no way in.
+        await sign_in(page, base, "olga", "not my password at all")
+        await expect(page.get_by_role("alert")).to_contain_text("Wrong name or password")
+        await page.goto(f"{base}/console/")
+        await expect(page).to_have_url(re.compile(r"/console/login"))
+
+        await ble_press(s, air, pki, Position("north", 2, 25.0, 3.0))
+        (alert_id,) = s.observer.states
+        # Signed in, but a request without the page's CSRF token (what a forged cross-site request looks like).
+        await sign_in(page, base, "olga")
+        await expect(page.locator("#connection")).to_have_attribute("data-state", "live", timeout=SEEN_MS)
+        forged = await page.evaluate(
+            """async (id) => {
+                const r = await fetch(`/v1/incidents/${id}/ack`, {method: 'POST',
+                    headers: {'Content-Type': 'application/json'}, body: '{}'});
+                return [r.status, (await r.json()).reason];
+            }""",
+            alert_id,
+        )
+        assert forged == [403, "csrf-failed"]
+        assert (await Incident.get(id=alert_id)).state != "acknowledged"
+
+        # A viewer sees the alert but has no acknowledge button, and the server refuses it anyway.
+        viewer = await new_page(browser)
+        await sign_in(viewer, base, "vic")
+        await viewer.goto(f"{base}/console/#/incidents/{alert_id}")
+        await expect(viewer.locator("#detail")).to_have_attribute("data-alert-id", alert_id, timeout=SEEN_MS)
+        await expect(viewer.locator("#ack-button")).not_to_be_visible()
+        refused = await viewer.evaluate(
+            """async (id) => {
+                const csrf = document.querySelector('meta[name="csrf-token"]').content;
+                const r = await fetch(`/v1/incidents/${id}/ack`, {method: 'POST',
+                    headers: {'Content-Type': 'application/json', 'X-CSRF-Token': csrf}, body: '{}'});
+                return [r.status, (await r.json()).reason];
+            }""",
+            alert_id,
+        )
+        assert refused == [403, "forbidden"]
+        assert (await Incident.get(id=alert_id)).state != "acknowledged"
