@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from gateway.cli import main
-from gateway.console.auth import ScryptParams
+from gateway.console.auth import ScryptParams, token_digest
 from gateway.console.store import (
     SESSION_LIFETIME,
     ConsoleError,
@@ -17,10 +18,11 @@ from gateway.console.store import (
     create_session,
     disable_operator,
     end_session,
+    lookup_api_token,
     lookup_session,
 )
 from gateway.store.db import open_database
-from gateway.store.models import AuditEntry, Operator, OperatorSession
+from gateway.store.models import ApiToken, AuditEntry, Operator, OperatorSession
 
 PASSWORD = "correct horse battery staple"
 CHEAP = ScryptParams(n=2**4, r=8, p=1)
@@ -124,3 +126,37 @@ async def test_sign_in_sessions_and_audit(db_url: str) -> None:
             ("ana", "login.failed", "ana", {"address": "10.0.0.1", "reason": "disabled"}),
         ]
         assert (await Operator.get(name="ana")).password_hash.startswith("scrypt$16$8$1$")
+
+
+def test_api_tokens_are_shown_once_stored_as_digests_and_revoked(
+    cli_db: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["tokens", "add", "dispatch-desk", "--role", "operator"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("added token dispatch-desk (operator)")
+    token = out[1]
+    assert len(token) >= 40
+
+    async def stored() -> tuple[str, str | None]:
+        async with open_database(f"sqlite://{cli_db}"):
+            row = await lookup_api_token(token)
+            return (row.role if row else ""), (await ApiToken.get(name="dispatch-desk")).token_digest
+
+    role, digest = asyncio.run(stored())
+    assert role == "operator" and digest == token_digest(token) and token not in (digest or "")
+
+    assert main(["tokens", "add", "dispatch-desk", "--role", "viewer"]) == 2
+    assert capsys.readouterr().err == "error: token 'dispatch-desk' already exists\n"
+    assert main(["tokens", "list"]) == 0
+    listing = capsys.readouterr().out
+    assert "dispatch-desk" in listing and token not in listing and "1 token(s)" in listing
+    assert main(["tokens", "revoke", "dispatch-desk"]) == 0
+    assert "revoked token dispatch-desk" in capsys.readouterr().out
+
+    async def after() -> bool:
+        async with open_database(f"sqlite://{cli_db}"):
+            return await lookup_api_token(token) is None
+
+    assert asyncio.run(after())
+    assert main(["tokens", "revoke", "nobody"]) == 2
+    assert capsys.readouterr().err == "error: no token named 'nobody'\n"
