@@ -39,9 +39,10 @@ log = structlog.get_logger(__name__)
 
 #: Longest a change waits for the next poll when it was made by another gateway (this one pokes at once).
 POLL_S: Final = 0.25
-#: A transaction committing later than this after it stamped `updated_at` may be missed by live streams (a
-#: reconnect with Last-Event-ID would still not see it: clients also reload the board every RELOAD_S).
+#: A transaction committing later than this after it stamped `updated_at` is missed by the polls; the sweep of
+#: open incidents (every SWEEP_S) still delivers it if the incident is open, and consoles reload on reconnect.
 LOOKBACK: Final = timedelta(seconds=10)
+SWEEP_S: Final = 15.0
 #: What a stream opened without Last-Event-ID sends besides the open incidents.
 RECENT: Final = timedelta(minutes=1)
 #: Rows read per poll: far more than people can handle in a quarter second.
@@ -99,6 +100,7 @@ class IncidentFeed:
         self._watermark: datetime | None = None
         self._task: asyncio.Task[None] | None = None
         self._closed = False
+        self._next_sweep = 0.0
 
     async def __aenter__(self) -> IncidentFeed:
         self._task = asyncio.create_task(self._run(), name="incident-feed")
@@ -136,6 +138,7 @@ class IncidentFeed:
             if not self._queues:
                 self._watermark = None  # nobody listens: start afresh when someone does
                 self._sent.clear()
+                self._next_sweep = 0.0
                 continue
             try:
                 await self._poll()
@@ -146,12 +149,12 @@ class IncidentFeed:
     async def _poll(self) -> None:
         now = datetime.now(UTC)
         since = (self._watermark or now) - LOOKBACK
-        rows = (
-            await Incident.filter(updated_at__gte=since)
-            .order_by("updated_at", "id")
-            .limit(POLL_LIMIT)
-            .prefetch_related("device")
-        )
+        query = Incident.filter(updated_at__gte=since)
+        loop = asyncio.get_running_loop()
+        if loop.time() >= self._next_sweep:  # and every open incident, whenever it was stamped
+            self._next_sweep = loop.time() + SWEEP_S
+            query = Incident.filter(Q(updated_at__gte=since) | Q(state__in=_OPEN))
+        rows = await query.order_by("updated_at", "id").limit(POLL_LIMIT).prefetch_related("device")
         for row in rows:
             seen = self._sent.get(row.id)
             if seen is not None and seen[0] >= row.revision:
@@ -161,7 +164,7 @@ class IncidentFeed:
             for queue in list(self._queues):
                 if not _offer(queue, change):
                     self._queues.discard(queue)
-            if self._watermark is None or row.updated_at > self._watermark:
+            if row.updated_at >= since and (self._watermark is None or row.updated_at > self._watermark):
                 self._watermark = row.updated_at
         if self._watermark is None:
             self._watermark = now

@@ -12,6 +12,7 @@ from playwright.async_api import Browser, async_playwright
 
 from tests import services
 from tests.escalation.conftest import phone_ssl, scene  # noqa: F401  (the escalation scene, for the browser tests)
+from tests.location.test_e2e_location import air  # noqa: F401  (receivers in two rooms of the example site)
 
 #: Screenshots and other evidence the CI keeps (git-ignored).
 ARTIFACTS: Final = Path(os.environ.get("PANIC_TEST_ARTIFACTS", Path(__file__).parents[2] / "test-artifacts"))

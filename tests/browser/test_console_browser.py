@@ -10,51 +10,32 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, Final
 
-import pytest
 from cryptography import x509
 from playwright.async_api import Browser, Page, expect
 
-from firmware_sim.air import PathLossModel, Position, VirtualAir
+from firmware_sim.air import Position, VirtualAir
 from firmware_sim.ble_wearable import BleWearable
 from firmware_sim.wearable import VirtualWearable
-from gateway.config import BleSettings, LocationSettings, ReceiverSettings
+from gateway.config import LocationSettings
 from gateway.identity.pki import PkiLayout, load_public_key
 from gateway.store.models import Device, Incident, Ladder
+from tests.conftest import http_client, post_frame
 from tests.console.webclient import PASSWORD, add_user
 from tests.escalation.conftest import PEOPLE, Scene, SceneFactory, step
+from tests.location.test_e2e_location import ROOMS, SITES, receivers
 
-SITES: Final = Path(__file__).parents[2] / "deploy" / "sites.example.geojson"
-#: Building B, floor 2 of the example map: room 213 (x 20..30) and room 214 "Lab" (x 30..40), y 0..8.
-ROOMS: Final = {"rx-213": (25.0, 4.0), "rx-214": (35.0, 4.0)}
 #: How long the browser waits for what a person would see (generous: a loaded 2-core CI machine).
 SEEN_MS: Final = 15_000
 LAPTOP: Final = {"width": 1366, "height": 768}
 PHONE: Final = {"width": 390, "height": 844}
 
 
-@pytest.fixture
-async def air() -> AsyncIterator[VirtualAir]:
-    async with VirtualAir(PathLossModel(noise_sigma_db=0.0), seed=3) as air:
-        for name, (x, y) in ROOMS.items():
-            await air.add_node(name, Position("north", 2, x, y))
-        yield air
-
-
 def sections(air: VirtualAir) -> dict[str, Any]:
-    placed = [
-        ReceiverSettings(
-            name=name, transport=air.nodes[name].transport_spec, site="north", building="b", floor=2, x=x, y=y
-        )
-        for name, (x, y) in ROOMS.items()
-    ]
-    return {
-        "ble": BleSettings(receivers=placed, restart_min_s=0.1, restart_max_s=0.5, key_refresh_s=30.0),
-        "location": LocationSettings(sites_file=SITES),
-    }
+    """The location tests' receivers in rooms 213 and 214, and the example site map (with its floor plan)."""
+    return {"ble": receivers(air), "location": LocationSettings(sites_file=SITES)}
 
 
 async def ble_press(s: Scene, air: VirtualAir, pki: PkiLayout, at: Position) -> None:
@@ -212,3 +193,47 @@ async def test_refusals_as_a_user_meets_them(
         )
         assert refused == [403, "forbidden"]
         assert (await Incident.get(id=alert_id)).state != "acknowledged"
+
+
+async def test_fleet_views_and_an_admin_revoking_a_device_from_the_console(
+    browser: Browser, scene: SceneFactory, air: VirtualAir, pki: PkiLayout, client_ssl: Any
+) -> None:
+    async with scene(step("sms", 30, "responder:ana"), **sections(air)) as s:
+        await s.observer.wait_for(lambda o: all(o.status.get(n, {}).get("status") == "up" for n in ROOMS), 20)
+        await ble_press(s, air, pki, Position("north", 2, 25.0, 3.0))
+        await add_user("root", "admin")
+        await add_user("olga", "operator")
+        base = s.gateway.http_url
+
+        operator = await new_page(browser)
+        await sign_in(operator, base, "olga")
+        await operator.goto(f"{base}/console/#/devices")
+        device_row = operator.locator(f"#devices tr[data-device-id='{s.wearable.device_id}']")
+        await expect(device_row).to_contain_text("VALID", timeout=SEEN_MS)
+        await expect(device_row.locator("button.revoke")).to_have_count(0)  # operators do not revoke
+
+        page = await new_page(browser)
+        await sign_in(page, base, "root")
+        await expect(page.locator("#connection")).to_have_attribute("data-state", "live", timeout=SEEN_MS)
+        await page.keyboard.press("g")
+        await page.keyboard.press("r")
+        for name in ROOMS:
+            await expect(page.locator("#receivers")).to_contain_text(name, timeout=SEEN_MS)
+        await expect(page.locator("#receivers")).to_contain_text("UP")
+        await page.keyboard.press("g")
+        await page.keyboard.press("s")
+        await expect(page.locator("#sites")).to_contain_text("North Plant", timeout=SEEN_MS)
+        await expect(page.locator("#sites")).to_contain_text("Ada Lovelace")  # its open incident
+        await page.keyboard.press("g")
+        await page.keyboard.press("d")
+        device_row = page.locator(f"#devices tr[data-device-id='{s.wearable.device_id}']")
+        await expect(device_row).to_contain_text("Ada Lovelace", timeout=SEEN_MS)
+        await expect(device_row).to_contain_text("rx-213")  # nearest receiver
+        page.once("dialog", lambda dialog: asyncio.ensure_future(dialog.accept("lost on site")))
+        await device_row.locator("button.revoke").click()
+        await expect(device_row).to_contain_text("REVOKED", timeout=SEEN_MS)
+        await expect(device_row).to_contain_text("lost on site")
+        assert (await Device.get(device_id=s.wearable.device_id)).revoked_at is not None
+        async with http_client(client_ssl) as http:
+            status, body, _ = await post_frame(http, s.gateway, s.wearable.frame())
+        assert (status, body["reason"]) == (403, "revoked")  # refused from now on
