@@ -65,9 +65,35 @@ async def sign_in(page: Page, base: str, name: str, password: str = PASSWORD) ->
     await page.get_by_role("button", name="Sign in").click()
 
 
-async def new_page(browser: Browser, viewport: dict[str, int] = LAPTOP) -> Page:
-    context = await browser.new_context(ignore_https_errors=True, viewport=viewport)  # type: ignore[arg-type]
+async def new_page(browser: Browser, viewport: dict[str, int] = LAPTOP, **options: Any) -> Page:
+    context = await browser.new_context(ignore_https_errors=True, viewport=viewport, **options)  # type: ignore[arg-type]
     return await context.new_page()
+
+
+#: Every visible piece of text in `selector` whose contrast with what lies behind it is under WCAG AA (4.5:1).
+LOW_CONTRAST_JS: Final = """(selector) => {
+    const channel = (v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; };
+    const luminance = (css) => {
+        const [r, g, b] = css.match(/[\\d.]+/g).slice(0, 3).map(Number).map(channel);
+        return 0.2126 * r + 0.7152 * g + 0.0722 * b;
+    };
+    const behind = (el) => {
+        for (; el; el = el.parentElement) {
+            const parts = getComputedStyle(el).backgroundColor.match(/[\\d.]+/g);
+            if (parts && (parts.length < 4 || Number(parts[3]) > 0.5)) return getComputedStyle(el).backgroundColor;
+        }
+        return 'rgb(255, 255, 255)';
+    };
+    const low = [];
+    for (const el of document.querySelectorAll(selector)) {
+        const text = [...el.childNodes].some((n) => n.nodeType === Node.TEXT_NODE && n.textContent.trim());
+        if (!text || !el.getClientRects().length) continue;
+        const [a, b] = [luminance(getComputedStyle(el).color), luminance(behind(el))];
+        const ratio = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+        if (ratio < 4.5) low.push(`${el.tagName} "${el.textContent.trim().slice(0, 30)}" ${ratio.toFixed(2)}:1`);
+    }
+    return low;
+}"""
 
 
 async def test_an_operator_sees_the_press_finds_the_room_and_acknowledges_and_the_ladder_stops(
@@ -107,6 +133,7 @@ async def test_an_operator_sees_the_press_finds_the_room_and_acknowledges_and_th
         assert (await plan.get_attribute("src") or "").endswith("/floors/2/plan")
         await expect(page.locator("#map .room-highlight")).to_have_count(1)
         await expect(page.locator("#timeline")).to_contain_text("Ana Guard", timeout=SEEN_MS)  # the first step's SMS
+        assert await page.evaluate(LOW_CONTRAST_JS, "#detail *:not(#map *)") == []
         await page.screenshot(path=str(artifacts / "console-detail.png"))
 
         await page.locator("#ack-button").click()
@@ -127,7 +154,7 @@ async def test_acknowledging_from_the_keyboard_and_a_phone_sized_screen(
     async with scene(step("sms", 30, "responder:ana"), **sections(air)) as s:
         await s.observer.wait_for(lambda o: all(o.status.get(n, {}).get("status") == "up" for n in ROOMS), 20)
         await add_user("olga", "operator")
-        page = await new_page(browser, PHONE)
+        page = await new_page(browser, PHONE, reduced_motion="reduce")  # and no flashing alarm
         await sign_in(page, s.gateway.http_url, "olga")
         await expect(page.locator("#connection")).to_have_attribute("data-state", "live", timeout=SEEN_MS)
         await ble_press(s, air, pki, Position("north", 2, 25.0, 3.0))
@@ -137,6 +164,8 @@ async def test_acknowledging_from_the_keyboard_and_a_phone_sized_screen(
         width = await page.evaluate("document.documentElement.scrollWidth")
         assert width <= PHONE["width"]  # no sideways scrolling on a phone
         await page.screenshot(path=str(artifacts / "console-board-phone.png"))
+        await expect(page.locator("#alarm")).to_have_attribute("data-active", "true")
+        assert await page.evaluate(LOW_CONTRAST_JS, "body *") == []  # readable: WCAG AA contrast
         await page.keyboard.press("j")
         await page.keyboard.press("Enter")
         await expect(page.locator("#detail")).to_have_attribute("data-alert-id", alert_id or "")
@@ -157,6 +186,7 @@ async def test_refusals_as_a_user_meets_them(
         # A wrong password: the form again, with the reason, and no way in.
         await sign_in(page, base, "olga", "not my password at all")
         await expect(page.get_by_role("alert")).to_contain_text("Wrong name or password")
+        assert await page.evaluate(LOW_CONTRAST_JS, "body *") == []
         await page.goto(f"{base}/console/")
         await expect(page).to_have_url(re.compile(r"/console/login"))
 
