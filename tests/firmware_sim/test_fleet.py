@@ -93,13 +93,17 @@ def test_placement_keeps_every_device_within_the_radius(tmp_path: Path, issue: I
         assert math.hypot(north, east) <= 301
 
 
+#: How long the slow link holds each request: far beyond any scheduling delay, so open and closed loops differ.
+SLOW_S = 1.0
+
+
 async def test_signals_start_on_the_timetable_however_slow_the_answers(
     gateway_factory: GatewayFactory, pki: PkiLayout, device_ca_issue: Issuer, tmp_path: Path
 ) -> None:
     scenario = parse_scenario(scenario_text(rate=40, duration=0.5))
     fleet = Fleet.open(tmp_path, scenario.device_ids(), issue=device_ca_issue)
     # Plain HTTP, so that the slow link delays each request once (over TLS it would delay the handshake too).
-    async with gateway_factory(http=HttpSettings(port=0)) as gateway, SlowLink(gateway.http_url, 0.4) as link:
+    async with gateway_factory(http=HttpSettings(port=0)) as gateway, SlowLink(gateway.http_url, SLOW_S) as link:
         for wearable in fleet.wearables:
             await register(pki, wearable)
         async with fleet_uplinks(link.url, fleet, ca_file=None, mtls=False, keep_alive=True) as uplink_for:
@@ -107,11 +111,12 @@ async def test_signals_start_on_the_timetable_however_slow_the_answers(
         stored = [decode_frame(signal.frame) for signal in await Signal.all()]
     assert len(report.records) == 20 and report.ok, report.outcomes()
     assert [r.device_id for r in report.records[:5]] == ["f-0000", "f-0001", "f-0002", "f-0003", "f-0000"]
-    # Open loop: nobody waited for an answer (a closed loop would lag by 0.4 s, the slow answer, and more).
-    assert max(r.lag_s for r in report.records) < 0.3
+    # Open loop: nobody waited for an answer (a closed loop would lag by 1 s, the slow answer, and more). The
+    # bound leaves a loaded 2-core machine room for scheduling delays.
+    assert max(r.lag_s for r in report.records) < SLOW_S * 0.6
     assert report.records[-1].due_s == pytest.approx(19 / 40)
-    assert report.elapsed_s < 0.475 + 0.4 + 0.5  # the last start plus one slow answer, not 20 of them
-    assert all(r.result.latency_s >= 0.4 for r in report.records)
+    assert report.elapsed_s < 0.475 + SLOW_S + 0.5  # the last start plus one slow answer, not 20 of them
+    assert all(r.result.latency_s >= SLOW_S for r in report.records)
     assert {r.kind for r in report.records} <= {"panic", "heartbeat"}
     assert len(stored) == 20  # every signal reached the gateway's database...
     for frame in stored:
