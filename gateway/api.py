@@ -18,7 +18,7 @@ from typing import Any, Final
 import structlog
 from aiohttp import web
 
-from gateway.commandcenter.payloads import format_utc, note_text_ok, state_document
+from gateway.commandcenter.payloads import event_document, format_utc, note_text_ok, state_document
 from gateway.console.access import Access, Principal
 from gateway.console.auth import Action
 from gateway.console.store import audit
@@ -30,7 +30,7 @@ from gateway.ingest.http import problem
 from gateway.location.model import Estimate, LocationSource, Place
 from gateway.location.pidf import pidf_lo
 from gateway.observability import Metrics
-from gateway.store.incidents import AckResult, IncidentStore, NoteAdded, OutboxItem, view_of
+from gateway.store.incidents import NOTE_EVENT, AckResult, IncidentStore, OutboxItem, listed_document
 from gateway.store.models import Incident, IncidentEvent, Notification
 from gateway.store.queries import (
     QueryProblem,
@@ -100,12 +100,8 @@ class IncidentApi:
 
         return self._deps.access.guard(action)(checked)
 
-    def _listed(self, incident: Incident) -> dict[str, Any]:
-        """An incident as lists and the live stream show it: its state document and its site's time zone."""
-        device = incident.device
-        document: dict[str, Any] = state_document(view_of(incident, device.wearer, device.site))
-        document["time_zone"] = self._deps.time_zone_of(device.site)
-        return document
+    def _listed(self, incident: Incident) -> dict[str, object]:
+        return listed_document(incident, self._deps.time_zone_of(incident.device.site))
 
     async def list_incidents(self, request: web.Request, client: Principal) -> web.Response:
         """Incidents newest first (by arrival), filtered, a page at a time."""
@@ -121,7 +117,7 @@ class IncidentApi:
         if isinstance(query, QueryProblem):
             return invalid_query(query)
         page = await event_page(query)
-        return web.json_response({"items": [event_document(e) for e in page.items], "next_cursor": page.next_cursor})
+        return web.json_response({"items": [_event_item(e) for e in page.items], "next_cursor": page.next_cursor})
 
     async def get_timeline(self, request: web.Request, client: Principal) -> web.Response:
         """One incident's events, oldest first, a page at a time."""
@@ -132,7 +128,7 @@ class IncidentApi:
         if not await Incident.exists(id=alert_id):
             return problem(404, "not-found", f"no incident {alert_id}")
         page = await event_page(dataclasses.replace(query, incident=alert_id))
-        return web.json_response({"items": [event_document(e) for e in page.items], "next_cursor": page.next_cursor})
+        return web.json_response({"items": [_event_item(e) for e in page.items], "next_cursor": page.next_cursor})
 
     async def add_note(self, request: web.Request, client: Principal) -> web.Response:
         """An operator's note on the timeline (and the MQTT event stream); the incident's state does not change."""
@@ -161,7 +157,8 @@ class IncidentApi:
         self._deps.publish(added.outbox)
         await audit(client.name, "incident.note", alert_id, via=client.via, chars=len(text))
         log.info("note", alert_id=alert_id, operator=operator, chars=len(text))
-        return web.json_response(_note_document(added), status=201)
+        note = event_document(added.event_id, alert_id, added.revision, NOTE_EVENT, added.at, added.detail)
+        return web.json_response(note, status=201)
 
     def _wearer_info(self, device_id: str, wearer: str) -> dict[str, Any]:
         """What responders should know about the wearer: the escalation directory's notes and emergency contacts."""
@@ -286,27 +283,9 @@ class IncidentApi:
         return web.json_response({"alert_id": alert_id, "result": "resolved", "reason": reason.value})
 
 
-def event_document(event: IncidentEvent) -> dict[str, Any]:
+def _event_item(event: IncidentEvent) -> dict[str, object]:
     """An incident event as lists show it: the MQTT `alertEvent` document."""
-    return {
-        "event_id": event.event_id,
-        "alert_id": event.incident_id,
-        "revision": event.revision,
-        "type": event.type,
-        "at": format_utc(event.at),
-        "detail": event.detail,
-    }
-
-
-def _note_document(note: NoteAdded) -> dict[str, Any]:
-    return {
-        "event_id": note.event_id,
-        "alert_id": note.alert_id,
-        "revision": note.revision,
-        "type": "note",
-        "at": format_utc(note.at),
-        "detail": note.detail,
-    }
+    return event_document(event.event_id, event.incident_id, event.revision, event.type, event.at, event.detail)
 
 
 def query_params(request: web.Request) -> Mapping[str, Sequence[str]]:

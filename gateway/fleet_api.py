@@ -23,7 +23,7 @@ from shapely.geometry import mapping
 from shapely.geometry.base import BaseGeometry
 
 from gateway.api import invalid_query, json_body, query_params
-from gateway.commandcenter.payloads import format_utc
+from gateway.commandcenter.payloads import format_utc, optional_utc
 from gateway.config import ReceiverSettings
 from gateway.console.access import Access, Principal
 from gateway.console.auth import Action
@@ -265,17 +265,13 @@ def _floor(site_map: SiteMap, match: Mapping[str, str]) -> Floor | None:
 # --- documents (pure) ---------------------------------------------------------------------------------------------
 
 
-def _optional_utc(moment: datetime | None) -> str | None:
-    return None if moment is None else format_utc(moment)
-
-
 def device_document(device: Device, now: datetime) -> dict[str, Any]:
     """A device as the fleet view shows it; the certificate's status is judged at `now`."""
     return {
         "device_id": device.device_id,
         "wearer": device.wearer,
         "site": device.site,
-        "last_seen_at": _optional_utc(device.last_seen_at),
+        "last_seen_at": optional_utc(device.last_seen_at),
         "battery": device.battery,
         "nearest_receiver": device.nearest_receiver,
         "nearest_rssi": device.nearest_rssi,
@@ -285,7 +281,7 @@ def device_document(device: Device, now: datetime) -> dict[str, Any]:
             "not_before": format_utc(device.not_before),
             "not_after": format_utc(device.not_after),
             "status": certificate_status(device.not_after, device.revoked_at, now).value,
-            "revoked_at": _optional_utc(device.revoked_at),
+            "revoked_at": optional_utc(device.revoked_at),
             "revoked_reason": device.revoked_reason,
         },
     }

@@ -69,7 +69,8 @@ def format_utc(moment: datetime) -> str:
     return moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
 
 
-def _optional_utc(moment: datetime | None) -> str | None:
+def optional_utc(moment: datetime | None) -> str | None:
+    """format_utc, or None for no moment."""
     return None if moment is None else format_utc(moment)
 
 
@@ -122,12 +123,12 @@ def state_document(view: IncidentView) -> dict[str, object]:
         "location": location_feature(view.gps, source=view.location_source, place=view.place, text=view.place_text),
         "transport": view.transport,
         "acknowledged_by": view.acknowledged_by,
-        "acknowledged_at": _optional_utc(view.acknowledged_at),
+        "acknowledged_at": optional_utc(view.acknowledged_at),
         "zone": view.zone,
         "short_code": view.short_code,
         "resolution": view.resolution,
         "resolved_by": view.resolved_by,
-        "resolved_at": _optional_utc(view.resolved_at),
+        "resolved_at": optional_utc(view.resolved_at),
     }
 
 
@@ -163,16 +164,21 @@ def event_payload(
         raise ValueError(f"alert id {alert_id!r} cannot be a topic level")
     if len(event_type) > const.EVENT_TYPE_MAX_CHARS or not _EVENT_TYPE.fullmatch(event_type):
         raise ValueError(f"event type {event_type!r} is not a short lowercase word")
-    return encode_json(
-        {
-            "event_id": event_id,
-            "alert_id": alert_id,
-            "revision": revision,
-            "type": str(event_type),
-            "at": format_utc(at),
-            "detail": dict(detail) if detail is not None else {},
-        }
-    )
+    return encode_json(event_document(event_id, alert_id, revision, event_type, at, detail))
+
+
+def event_document(
+    event_id: str, alert_id: str, revision: int, event_type: str, at: datetime, detail: Mapping[str, object] | None
+) -> dict[str, object]:
+    """An alert event as a JSON-ready dict: the MQTT event payload, and an item of the REST timelines."""
+    return {
+        "event_id": event_id,
+        "alert_id": alert_id,
+        "revision": revision,
+        "type": str(event_type),
+        "at": format_utc(at),
+        "detail": dict(detail) if detail is not None else {},
+    }
 
 
 def status_payload(*, gateway_id: str, status: GatewayStatus, at: datetime, version: str) -> bytes:

@@ -26,13 +26,13 @@ from aiohttp import web
 from tortoise.exceptions import BaseORMException
 from tortoise.expressions import Q
 
-from gateway.commandcenter.payloads import encode_json, state_document
+from gateway.commandcenter.payloads import encode_json
 from gateway.console.access import Access, Principal
 from gateway.console.auth import Action
 from gateway.console.store import lookup_session
 from gateway.core.incident import AlertState
 from gateway.observability import Metrics
-from gateway.store.incidents import view_of
+from gateway.store.incidents import listed_document
 from gateway.store.models import Incident
 
 log = structlog.get_logger(__name__)
@@ -125,9 +125,7 @@ class IncidentFeed:
         self._wake.set()
 
     def change_of(self, incident: Incident) -> Change:
-        view = view_of(incident, incident.device.wearer, incident.device.site)
-        document = state_document(view)
-        document["time_zone"] = self._time_zone_of(incident.device.site)
+        document = listed_document(incident, self._time_zone_of(incident.device.site))
         return Change(incident.id, incident.revision, incident.updated_at, encode_json(document))
 
     async def _run(self) -> None:

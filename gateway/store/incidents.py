@@ -406,6 +406,15 @@ def view_of(incident: IncidentLike, wearer: str, site: str) -> IncidentView:
     )
 
 
+def listed_document(incident: Incident, time_zone: str | None) -> dict[str, object]:
+    """An incident as REST lists and the console's live stream show it: its state document (device fetched) and
+    its site's time zone."""
+    device = incident.device
+    document = payloads.state_document(view_of(incident, device.wearer, device.site))
+    document["time_zone"] = time_zone
+    return document
+
+
 def _place_of(incident: IncidentLike) -> Place | None:
     if not isinstance(incident, Incident) or incident.location_source is None:
         return None
