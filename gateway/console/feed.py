@@ -91,8 +91,11 @@ def parse_cursor(value: str | None) -> datetime | None:
 class IncidentFeed:
     """Polls incident changes while anyone listens and fans them out (`async with` it; `stream()` per client)."""
 
-    def __init__(self, time_zone_of: Callable[[str], str | None], metrics: Metrics) -> None:
+    def __init__(
+        self, time_zone_of: Callable[[str], str | None], metrics: Metrics, *, sweep_s: float = SWEEP_S
+    ) -> None:
         self._time_zone_of = time_zone_of
+        self._sweep_s = sweep_s
         self._metrics = metrics
         self._queues: set[asyncio.Queue[Change | None]] = set()
         self._wake = asyncio.Event()
@@ -150,7 +153,7 @@ class IncidentFeed:
         query = Incident.filter(updated_at__gte=since)
         loop = asyncio.get_running_loop()
         if loop.time() >= self._next_sweep:  # and every open incident, whenever it was stamped
-            self._next_sweep = loop.time() + SWEEP_S
+            self._next_sweep = loop.time() + self._sweep_s
             query = Incident.filter(Q(updated_at__gte=since) | Q(state__in=_OPEN))
         rows = await query.order_by("updated_at", "id").limit(POLL_LIMIT).prefetch_related("device")
         for row in rows:

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import ssl
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from http.cookies import SimpleCookie
 from typing import Any
 
 import aiohttp
 import pytest
 
-from gateway.console.feed import parse_cursor
+from gateway.console.feed import Change, IncidentFeed, parse_cursor
 from gateway.console.store import disable_operator
-from gateway.store.models import AuditEntry
+from gateway.observability import Metrics
+from gateway.store.models import AuditEntry, Incident
 from tests.conftest import GatewayFactory, enroll, http_client, post_frame
 from tests.console.webclient import PASSWORD, ConsoleUser, add_user, console_user, read_events
 
@@ -209,6 +211,29 @@ async def test_the_stream_needs_credentials(gateway_factory: GatewayFactory, cli
     async with gateway_factory() as gw, http_client(client_ssl) as http, http.get(f"{gw.http_url}/v1/stream") as r:
         assert r.status == 401
         assert (await r.json(content_type=None))["reason"] == "unauthorized"
+
+
+async def test_an_open_incident_whose_change_committed_late_still_reaches_the_stream(
+    gateway_factory: GatewayFactory, client_ssl: ssl.SSLContext, pki: Any
+) -> None:
+    async with gateway_factory() as gw:
+        alert_id = await press(gw, pki, client_ssl)
+        async with IncidentFeed(lambda site: None, Metrics(), sweep_s=0.2) as feed, feed.subscribe() as queue:
+
+            async def next_revision_of(revision: int) -> Change:
+                while True:
+                    change = await asyncio.wait_for(queue.get(), 10)
+                    assert change is not None
+                    if change.alert_id == alert_id and change.revision >= revision:
+                        return change
+
+            first = await next_revision_of(1)
+            # A transaction that stamped its change a minute ago commits only now (a stalled database): it is
+            # older than anything the polls look back to, and only the sweep of open incidents can find it.
+            stale = datetime.now(UTC) - timedelta(minutes=1)
+            await Incident.filter(id=alert_id).update(revision=first.revision + 1, updated_at=stale)
+            late = await next_revision_of(first.revision + 1)
+            assert json.loads(late.data)["revision"] == first.revision + 1
 
 
 @pytest.mark.parametrize(
