@@ -12,6 +12,7 @@ import html
 import json
 import secrets
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -253,8 +254,9 @@ def _see_other(location: str) -> web.Response:
     return web.Response(status=303, headers={"Location": location, "Cache-Control": "no-store"})
 
 
-def _field(form: object, name: str) -> str:
-    value = form.get(name) if hasattr(form, "get") else None
+def _field(form: Mapping[str, object], name: str) -> str:
+    """A text field of a posted form, cut to MAX_FORM_FIELD ("" when absent or a file)."""
+    value = form.get(name)
     return value[:MAX_FORM_FIELD] if isinstance(value, str) else ""
 
 
